@@ -1,0 +1,99 @@
+"""The public functional API: `forward` and `loss_and_grad`.
+
+These check their input once, pick a backend and run the model. Shapes follow MATH.md:
+obj (Mo, H, W) or (H, W), probe (K, Ny, Nx) or (Ny, Nx), positions (J, 2) as (y, x) of each
+patch's top-left corner in object pixels. Gradients come back in the caller's shapes and use
+the convention g = dL/dRe + i dL/dIm.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import geometry, reference, validation
+
+
+def _resolve_backend(name):
+    validation.backend(name)
+    if name in ("auto", "numpy"):
+        return "numpy"
+    raise ValueError(f"backend {name!r} is not available in this version of cuptycho: the compiled "
+                     "kernels are not built yet; use backend='numpy' (or 'auto')")
+
+
+def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, padding, backend):
+    _resolve_backend(backend)
+    obj3 = validation.field("obj", obj)
+    probe3 = validation.field("probe", probe, dtype=obj3.dtype)
+    patch_shape = probe3.shape[-2:]
+    pos = validation.positions(positions, patch_shape, obj3.shape)
+    prop_args = validation.propagation(propagator, z, wavelength, pixel_size, padding)
+    if propagator == "angular_spectrum":
+        padded = tuple(n + 2 * p for n, p in zip(patch_shape, prop_args["padding"]))
+        limit = geometry.asm_critical_distance(padded, prop_args["wavelength"], prop_args["pixel_size"])
+        if abs(prop_args["z"]) > limit:
+            warnings.warn(f"|z| = {abs(prop_args['z']):.4g} m exceeds N dx^2 / lambda = {limit:.4g} m: the "
+                          "angular-spectrum transfer function is undersampled; increase padding",
+                          RuntimeWarning, stacklevel=3)
+    prop = reference.make_propagator(propagator, patch_shape, dtype=obj3.dtype, **prop_args)
+    return obj3, probe3, pos, prop
+
+
+def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=None, pixel_size=None,
+            padding=0, backend="auto"):
+    """Modelled diffraction intensities.
+
+    Parameters
+    ----------
+    obj : (Mo, H, W) or (H, W) complex64 or complex128
+        Object transmission, Mo incoherent object modes.
+    probe : (K, Ny, Nx) or (Ny, Nx), same dtype as obj
+        Mutually incoherent probe modes.
+    positions : (J, 2) real
+        (y, x) of each patch's top-left corner in object pixels, fractional (bilinear sampling);
+        0 <= y <= H - Ny and 0 <= x <= W - Nx.
+    propagator : {"farfield", "angular_spectrum", "fresnel"}
+        farfield: fftshifted unitary FFT; the other two propagate a distance z (metres) with the
+        transfer function on a grid of sample-plane pixel size `pixel_size` (metres, scalar or
+        (dy, dx)) at `wavelength` (metres), after `padding` zero pixels on each side.
+    backend : {"auto", "numpy"}
+
+    Returns
+    -------
+    intensities : (J, Ny, Nx) real, the precision of obj
+    """
+    obj3, probe3, pos, prop = _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size,
+                                       padding, backend)
+    return reference.forward(obj3, probe3, pos, prop)
+
+
+def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, propagator="farfield", z=None,
+                  wavelength=None, pixel_size=None, padding=0, backend="auto"):
+    """Loss L = (1/J) sum over patterns and pixels of mask * l(I, data), and its gradients.
+
+    Parameters are those of `forward`, plus
+    data : (J, Ny, Nx) real, non-negative measured intensities (photon counts), zero frequency at
+        (Ny//2, Nx//2) for the far field.
+    loss : {"gaussian", "poisson", "intensity", "weighted"}, see MATH.md.
+    mask : (Ny, Nx) or (J, Ny, Nx) bool or non-negative weights, optional (1 = valid pixel).
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        "object" and "probe" in the shapes given, "positions" (J, 2) in the positions' float
+        dtype (float64 for integer input), and "z" (float) for z-dependent propagators.
+    """
+    obj3, probe3, pos, prop = _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size,
+                                       padding, backend)
+    validation.loss_name(loss)
+    real = reference.real_dtype(obj3.dtype)
+    d = validation.data(data, pos.shape[0], probe3.shape[-2:], real)
+    w = validation.mask(mask, pos.shape[0], probe3.shape[-2:], real)
+    value, grads = reference.loss_and_grad(obj3, probe3, pos, d, w, loss, prop)
+    grads["object"] = grads["object"].reshape(np.shape(obj))
+    grads["probe"] = grads["probe"].reshape(np.shape(probe))
+    pos_dtype = np.asarray(positions).dtype
+    grads["positions"] = grads["positions"].astype(pos_dtype if np.issubdtype(pos_dtype, np.floating) else np.float64)
+    return value, grads
