@@ -90,7 +90,7 @@ def mask(arr, n_patterns, patch_shape, real):
 
 
 def choice(name, value, allowed):
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
 
