@@ -26,27 +26,13 @@ patches register in one call of a few batched FFTs and matrix products.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-__all__ = ["array_module", "fourier_shift", "register_shift"]
+from .backend import array_module
 
-
-@functools.cache
-def _cupy():
-    try:
-        import cupy
-    except Exception:  # not installed, or installed without a usable CUDA runtime
-        return None
-    return cupy
-
-
-def array_module(*arrays):
-    """The array namespace of `arrays`: ``cupy`` if any is a CuPy array, else ``numpy``."""
-    cp = _cupy()
-    return np if cp is None else cp.get_array_module(*arrays)
+__all__ = ["fourier_shift", "register_shift"]
 
 
 def _fft(xp):

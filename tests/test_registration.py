@@ -3,21 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import gpu
 from scipy import ndimage
 
 from cuptycho import registration
 
 
-def _gpu_ok() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-gpu = pytest.mark.skipif(not _gpu_ok(), reason="needs a CUDA device and CuPy")
 SHAPES = [(64, 64), (63, 65), (48, 51)]
 
 

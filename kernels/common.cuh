@@ -1,0 +1,107 @@
+// cuptycho kernels: portability header shared by every kernels/*.cu file.
+//
+// One source, three compilers: nvcc and NVRTC (both define __CUDACC__; NVRTC also
+// __CUDACC_RTC__) build the GPU kernels, the host C++ compiler with -fopenmp builds the same
+// bodies for the CPU. Nothing else may be included on the GPU path: NVRTC has no standard
+// library headers, and the math functions below are CUDA built-ins there.
+//
+// Function kinds: CPT_HD = callable from host and device code (helpers); CPT_DEV = a kernel
+// body with its loop driver inside (device function on the GPU, plain function on the CPU);
+// CPT_KERNEL = an extern "C" entry, one per dtype, that calls a CPT_DEV body.
+//
+// Loop shapes (the same body, two drivers):
+//   CPT_FOR(i, n)          flat loop. GPU: grid-stride loop. CPU: `omp parallel for`.
+//   CPT_FOR_ROWS(row, nrows, ncols) ... CPT_FOR_COLS(col, ncols) { ... } CPT_END_ROWS
+//                          "rows in parallel, columns inner". CPU: one row per iteration of an
+//                          `omp parallel for`, so per-row set-up (taps, pointers) is done once
+//                          per row and the column loop can vectorise. GPU: one thread per
+//                          (row, col) element; the per-row set-up is recomputed per element.
+//   CPT_ROW_ADD(p, v)      add a row's partial sum into *p: a plain add on the CPU (a row is
+//                          visited by exactly one thread), atomicAdd on the GPU (one add per
+//                          element). The caller zeroes *p first.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#  define CPT_GPU 1
+#  define CPT_HD __host__ __device__ __forceinline__
+#  define CPT_DEV __device__ __forceinline__
+#  define CPT_KERNEL extern "C" __global__
+#  define CPT_RESTRICT __restrict__
+#  define CPT_THREAD_INDEX ((long long)blockIdx.x * blockDim.x + threadIdx.x)
+#  define CPT_THREAD_STRIDE ((long long)blockDim.x * gridDim.x)
+#  define CPT_FOR(i, n) \
+     for (long long i = CPT_THREAD_INDEX; i < (long long)(n); i += CPT_THREAD_STRIDE)
+#  define CPT_FOR_ROWS(row, nrows, ncols)                                                  \
+     for (long long cpt_i_ = CPT_THREAD_INDEX; cpt_i_ < (long long)(nrows) * (ncols);      \
+          cpt_i_ += CPT_THREAD_STRIDE) {                                                   \
+       const long long row = cpt_i_ / (ncols);                                             \
+       const long long cpt_col_ = cpt_i_ % (ncols);
+#  define CPT_FOR_COLS(col, ncols) \
+       for (long long col = cpt_col_, cpt_once_ = 0; cpt_once_ < 1; ++cpt_once_)
+#  define CPT_END_ROWS }
+#  define CPT_ROW_ADD(p, v) atomicAdd((p), (v))
+#else
+#  include <cmath>
+using std::floor;
+using std::log;
+using std::sqrt;
+#  define CPT_GPU 0
+#  define CPT_HD inline
+#  define CPT_DEV static inline
+#  define CPT_KERNEL extern "C"
+#  define CPT_RESTRICT __restrict__
+#  define CPT_FOR(i, n) \
+     _Pragma("omp parallel for schedule(static)") for (long long i = 0; i < (long long)(n); ++i)
+#  define CPT_FOR_ROWS(row, nrows, ncols)                                                  \
+     _Pragma("omp parallel for schedule(static)")                                          \
+     for (long long row = 0; row < (long long)(nrows); ++row) {
+#  define CPT_FOR_COLS(col, ncols) for (long long col = 0; col < (long long)(ncols); ++col)
+#  define CPT_END_ROWS }
+#  define CPT_ROW_ADD(p, v) (*(p) += (v))
+#endif
+
+// Complex numbers with the memory layout of numpy's complex64 / complex128 (re, im). Our own
+// struct behaves identically under nvcc, NVRTC and g++ (std::complex was 5x slower on the CPU
+// build, and CuPy's complex header needs CuPy's include flags).
+template <typename T>
+struct cplx {
+  T re, im;
+};
+
+template <typename T> CPT_HD cplx<T> make_cplx(T re, T im) { cplx<T> z; z.re = re; z.im = im; return z; }
+template <typename T> CPT_HD cplx<T> operator+(cplx<T> a, cplx<T> b) { return make_cplx(a.re + b.re, a.im + b.im); }
+template <typename T> CPT_HD cplx<T> operator-(cplx<T> a, cplx<T> b) { return make_cplx(a.re - b.re, a.im - b.im); }
+template <typename T> CPT_HD cplx<T> operator*(cplx<T> a, cplx<T> b) {
+  return make_cplx(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re);
+}
+template <typename T> CPT_HD cplx<T> operator*(T s, cplx<T> a) { return make_cplx(s * a.re, s * a.im); }
+template <typename T> CPT_HD cplx<T>& operator+=(cplx<T>& a, cplx<T> b) { a.re += b.re; a.im += b.im; return a; }
+template <typename T> CPT_HD cplx<T> conj(cplx<T> a) { return make_cplx(a.re, -a.im); }
+// conj(a) * b, the product every adjoint and gradient needs
+template <typename T> CPT_HD cplx<T> conj_mul(cplx<T> a, cplx<T> b) {
+  return make_cplx(a.re * b.re + a.im * b.im, a.re * b.im - a.im * b.re);
+}
+template <typename T> CPT_HD T abs2(cplx<T> a) { return a.re * a.re + a.im * a.im; }
+
+// Bilinear taps of one patch (MATH.md step 1), computed in the position precision P. y0 is
+// floor(y) except at the object's far edge, where it is H - Ny - 1 with ty = 1, so every tap
+// lies inside the object for 0 <= y <= H - Ny (the launchers check that range). Forward,
+// adjoint and position gradient all call this one helper: their indices agree by construction.
+template <typename P>
+struct Taps {
+  long long y0, x0;
+  P ty, tx;
+};
+
+template <typename P>
+CPT_HD Taps<P> bilinear_taps(const P* pos, long long j, long long ny, long long nx, long long h, long long w) {
+  Taps<P> t;
+  const P y = pos[2 * j], x = pos[2 * j + 1];
+  t.y0 = (long long)floor(y);
+  t.x0 = (long long)floor(x);
+  if (t.y0 > h - ny - 1) t.y0 = h - ny - 1;
+  if (t.x0 > w - nx - 1) t.x0 = w - nx - 1;
+  t.ty = y - (P)t.y0;
+  t.tx = x - (P)t.x0;
+  return t;
+}

@@ -1,0 +1,40 @@
+"""Shared fixtures: the devices kernels run on, with GPU cases skipped (and saying why) without one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cuptycho import backend
+
+HAS_GPU, NO_GPU_REASON = backend.gpu_status()
+gpu = pytest.mark.skipif(not HAS_GPU, reason=f"needs a CUDA device: {NO_GPU_REASON}")
+
+# kernel tolerance per field dtype (STYLE.md): rtol and atol relative to the reference's max |value|
+KERNEL_TOL = {np.dtype(np.complex64): 1e-5, np.dtype(np.complex128): 1e-12}
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=gpu)])
+def device(request):
+    """'cpu' (the OpenMP build of kernels/*.cu) or 'cuda' (the NVRTC build through CuPy)."""
+    return request.param
+
+
+def to_device(device, *arrays):
+    if device == "cpu":
+        return arrays if len(arrays) > 1 else arrays[0]
+    import cupy
+
+    out = tuple(cupy.asarray(a) for a in arrays)
+    return out if len(out) > 1 else out[0]
+
+
+def to_host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def assert_kernel_close(actual, expected, field_dtype, rtol_scale=1.0):
+    """Kernel output against the reference: rtol = atol/max|ref| = tol of the field dtype."""
+    tol = KERNEL_TOL[np.dtype(field_dtype)] * rtol_scale
+    actual, expected = to_host(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(np.abs(expected).max(), 1e-300))
