@@ -1,0 +1,102 @@
+// Fused mixed-state exit waves (MATH.md step 2) and their fused adjoint.
+// Reference twins: cuptycho/reference.py exitwave_fwd (with patch_fwd), exitwave_adj_obj,
+// exitwave_adj_probe.
+//
+// Shapes (C order): obj (Mo, H, W); pos (J, 2) float64; probe (K, Ny, Nx);
+// waves (J, Mo, K, BNy, BNx): the FFT work buffer, whose window rows off_y .. off_y + Ny - 1 and
+// columns off_x .. off_x + Nx - 1 hold the exit wave; the rest is the zero padding of the
+// transfer-function propagators (BN = N and off = 0 without padding). The object patch is
+// sampled on the fly from the object: no patch array is materialised on the forward path.
+#include "common.cuh"
+
+// bilinear sample of obj[m] at patch pixel (r, c) of position taps t (the weights of patch_fwd)
+template <typename T, typename P>
+CPT_HD cplx<T> sample(const cplx<T>* obj, long long h, long long w, long long m, const Taps<P>& t,
+                      long long r, long long c) {
+  const cplx<T>* a = obj + (m * h + t.y0 + r) * w + t.x0 + c;
+  const cplx<T>* b = a + w;
+  return (T)((1 - t.ty) * (1 - t.tx)) * a[0] + (T)((1 - t.ty) * t.tx) * a[1] +
+         (T)(t.ty * (1 - t.tx)) * b[0] + (T)(t.ty * t.tx) * b[1];
+}
+
+// exitwave_fwd: waves[j, m, k] = probe[k] * sample(obj[m], pos[j]) inside the window, 0 outside.
+// Launch: rows (j, m, buffer row) in parallel (CPU); one thread per (j, m, buffer row, column),
+// looping over the K probe modes so each sample is computed once (GPU).
+template <typename T, typename P>
+CPT_DEV void exitwave_fwd(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long long h, long long w,
+                          const P* CPT_RESTRICT pos, long long n_pos, const cplx<T>* CPT_RESTRICT probe,
+                          long long n_probe, long long ny, long long nx, long long bny, long long bnx,
+                          long long off_y, long long off_x, cplx<T>* CPT_RESTRICT waves) {
+  CPT_FOR_ROWS(row, n_pos * n_obj * bny, bnx)
+    const long long br = row % bny, m = (row / bny) % n_obj, j = row / (bny * n_obj);
+    const long long r = br - off_y;
+    const bool row_inside = r >= 0 && r < ny;
+    const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
+    const long long plane = bny * bnx;
+    cplx<T>* out = waves + ((j * n_obj + m) * n_probe * bny + br) * bnx;   // mode k adds k * plane
+    CPT_FOR_COLS(bc, bnx) {
+      const long long c = bc - off_x;
+      if (row_inside && c >= 0 && c < nx) {
+        const cplx<T> o = sample<T, P>(obj, h, w, m, t, r, c);
+        for (long long k = 0; k < n_probe; ++k) out[k * plane + bc] = probe[(k * ny + r) * nx + c] * o;
+      } else {
+        for (long long k = 0; k < n_probe; ++k) out[k * plane + bc] = make_cplx<T>(0, 0);
+      }
+    }
+  CPT_END_ROWS
+}
+
+// exitwave_adj: from the exit-wave gradient G_psi (the window of grad_waves),
+//   grad_patches[j, m] = sum_k conj(probe[k]) G_psi[j, m, k]          (overwritten)
+//   grad_probe[k]     += sum_{j, m} conj(o[j, m]) G_psi[j, m, k]       (accumulated; caller zeroes)
+// Parallel over probe pixels, each looping over all positions and modes, so the reduction over
+// positions needs no atomics and is deterministic. CPU: probe rows in parallel; GPU: one thread
+// per probe pixel (Ny*Nx threads).
+template <typename T, typename P>
+CPT_DEV void exitwave_adj(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long long h, long long w,
+                          const P* CPT_RESTRICT pos, long long n_pos, const cplx<T>* CPT_RESTRICT probe,
+                          long long n_probe, long long ny, long long nx, long long bny, long long bnx,
+                          long long off_y, long long off_x, const cplx<T>* CPT_RESTRICT grad_waves,
+                          cplx<T>* CPT_RESTRICT grad_patches, cplx<T>* CPT_RESTRICT grad_probe) {
+  CPT_FOR_ROWS(r, ny, nx)
+    const long long plane = bny * bnx;
+    for (long long j = 0; j < n_pos; ++j) {
+      const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
+      for (long long m = 0; m < n_obj; ++m) {
+        const cplx<T>* g = grad_waves + ((j * n_obj + m) * n_probe * bny + off_y + r) * bnx + off_x;
+        cplx<T>* gp = grad_patches + ((j * n_obj + m) * ny + r) * nx;
+        CPT_FOR_COLS(c, nx) {
+          const cplx<T> o = sample<T, P>(obj, h, w, m, t, r, c);
+          cplx<T> go = make_cplx<T>(0, 0);
+          for (long long k = 0; k < n_probe; ++k) {
+            const cplx<T> gk = g[k * plane + c];
+            go += conj_mul(probe[(k * ny + r) * nx + c], gk);
+            grad_probe[(k * ny + r) * nx + c] += conj_mul(o, gk);
+          }
+          gp[c] = go;
+        }
+      }
+    }
+  CPT_END_ROWS
+}
+
+#define CPT_EXITWAVE_ENTRIES(SFX, T)                                                                        \
+  CPT_KERNEL void exitwave_fwd_##SFX(const cplx<T>* obj, long long n_obj, long long h, long long w,        \
+                                     const double* pos, long long n_pos, const cplx<T>* probe,             \
+                                     long long n_probe, long long ny, long long nx, long long bny,         \
+                                     long long bnx, long long off_y, long long off_x, cplx<T>* waves) {    \
+    exitwave_fwd<T, double>(obj, n_obj, h, w, pos, n_pos, probe, n_probe, ny, nx, bny, bnx, off_y, off_x, \
+                            waves);                                                                        \
+  }                                                                                                        \
+  CPT_KERNEL void exitwave_adj_##SFX(const cplx<T>* obj, long long n_obj, long long h, long long w,        \
+                                     const double* pos, long long n_pos, const cplx<T>* probe,             \
+                                     long long n_probe, long long ny, long long nx, long long bny,         \
+                                     long long bnx, long long off_y, long long off_x,                      \
+                                     const cplx<T>* grad_waves, cplx<T>* grad_patches,                     \
+                                     cplx<T>* grad_probe) {                                                \
+    exitwave_adj<T, double>(obj, n_obj, h, w, pos, n_pos, probe, n_probe, ny, nx, bny, bnx, off_y, off_x, \
+                            grad_waves, grad_patches, grad_probe);                                         \
+  }
+
+CPT_EXITWAVE_ENTRIES(f32, float)
+CPT_EXITWAVE_ENTRIES(f64, double)
