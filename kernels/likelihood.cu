@@ -1,0 +1,179 @@
+// Fused likelihood (MATH.md steps 4-5 and the first link of the backward chain) over propagated
+// waves held in an FFT work buffer: intensities, per-row loss sums and, in place, G_Psi.
+// Reference twins: cuptycho/reference.py intensity, loss_terms, loss_derivative and the
+// `weight * psi_far` line of loss_and_grad.
+//
+// Shapes (C order), T = field real type (float | double):
+//   waves (n_pos, n_modes, buf_ny, buf_nx) complex   n_modes = Mo*K, all modes of one pattern
+//   data  (n_pos, ny, nx) T
+//   mask  (ny, nx) T when mask_per_pattern == 0, else (n_pos, ny, nx) T
+//   loss_rows (n_pos * ny) double, accumulated into (the caller zeroes it)
+//
+// Window and shift (index arithmetic only, no copies):
+//   the detector window is buffer rows off_y .. off_y+ny-1, columns off_x .. off_x+nx-1 (the
+//   zero padding of a near-field propagator; off = 0, buf = (ny, nx) without padding). Window
+//   pixel (r, c) pairs with data / mask pixel ((r + shift_y) % ny, (c + shift_x) % nx): the far
+//   field passes shift = (ny//2, nx//2) because the buffer holds the unshifted FFT and fftshift
+//   moves unshifted index u to (u + N//2) % N (odd N too); the near field passes 0.
+//
+// Per window pixel:
+//   I = intensity_scale * sum_modes |waves|^2                      (summed in double)
+//   loss_rows[j*ny + r] += w * l(I, d)                             (double: poisson's terms
+//                          I' - d' log I' + d' log d' - d' cancel to O(1) from O(d log d))
+//   waves[j, :, pixel] = grad_scale * w * l'(I, d) * waves[j, :, pixel]   (l' in T)
+// Buffer pixels outside the window are set to 0: the adjoint of the crop.
+//
+// Scaling: FFTs are raw (unnormalised, both directions) on every backend; let n = buf_ny*buf_nx.
+//   far field: the buffer holds Psi_raw = sqrt(n) S^-1 Psi, so intensity_scale = 1/n, and
+//     G_psi = F^H S^-1 G_Psi = IFFT_raw((2/(J n)) w l' Psi_raw):  grad_scale = 2/(J_total n);
+//   near field (transfer function, h pre-divided by n): the buffer holds Psi itself, so
+//     intensity_scale = 1 and grad_scale = 2/J_total.
+//   In both cases grad_scale = 2 * intensity_scale / J_total (J_total = patterns in the loss's
+//   1/|B|, which may exceed this launch's n_pos when the batch is processed in chunks).
+//
+// loss: 0 gaussian, 1 poisson, 2 intensity, 3 weighted (reference.LOSSES order); eps is
+// reference.EPS, passed in by the launcher.
+// Launch: GPU one thread per buffer element (n_pos*buf_ny*buf_nx), one atomicAdd per window
+// pixel; CPU buffer rows (n_pos*buf_ny) in parallel, one plain add per row.
+// A second entry, intensity, writes the modelled intensities alone (the forward model's output).
+#include "common.cuh"
+
+enum { CPT_GAUSSIAN = 0, CPT_POISSON = 1, CPT_INTENSITY = 2, CPT_WEIGHTED = 3 };
+
+// l(I, d) in double, the formulas of reference.loss_terms.
+template <int LOSS>
+CPT_HD double loss_value(double i, double d, double eps) {
+  if (LOSS == CPT_GAUSSIAN) {
+    const double a = sqrt(i + eps) - sqrt(d + eps);
+    return a * a;
+  } else if (LOSS == CPT_POISSON) {
+    const double ie = i + eps, de = d + eps;
+    return ie - de * log(ie) + de * log(de) - de;
+  } else if (LOSS == CPT_INTENSITY) {
+    return (i - d) * (i - d);
+  } else {
+    return d > 0 ? (i - d) * (i - d) / (2 * d) : i;
+  }
+}
+
+// dl/dI in T, the formulas of reference.loss_derivative.
+template <int LOSS, typename T>
+CPT_HD T loss_slope(T i, T d, T eps) {
+  if (LOSS == CPT_GAUSSIAN) {
+    return (T)1 - sqrt(d + eps) / sqrt(i + eps);
+  } else if (LOSS == CPT_POISSON) {
+    return (T)1 - (d + eps) / (i + eps);
+  } else if (LOSS == CPT_INTENSITY) {
+    return (T)2 * (i - d);
+  } else {
+    return d > 0 ? (i - d) / d : (T)1;
+  }
+}
+
+template <typename T, int LOSS>
+CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data, const T* CPT_RESTRICT mask,
+                        double* CPT_RESTRICT loss_rows, long long n_pos, long long n_modes,
+                        long long buf_ny, long long buf_nx, long long ny, long long nx,
+                        long long off_y, long long off_x, long long shift_y, long long shift_x,
+                        long long mask_per_pattern, T eps, T intensity_scale, T grad_scale) {
+  const long long plane = buf_ny * buf_nx;
+  CPT_FOR_ROWS(row, n_pos * buf_ny, buf_nx)
+    const long long j = row / buf_ny, r = row % buf_ny - off_y;      // r: window row
+    cplx<T>* CPT_RESTRICT w0 = waves + (j * n_modes * buf_ny + row % buf_ny) * buf_nx;   // mode 0
+    if (r < 0 || r >= ny) {
+      CPT_FOR_COLS(bc, buf_nx) {
+        for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = make_cplx<T>(0, 0);
+      }
+    } else {
+      long long dr = r + shift_y;                                      // 0 <= shift < n (launcher)
+      if (dr >= ny) dr -= ny;
+      const T* CPT_RESTRICT d_row = data + (j * ny + dr) * nx;
+      const T* CPT_RESTRICT m_row = mask + ((mask_per_pattern ? j * ny : 0) + dr) * nx;
+      double acc = 0;
+      CPT_FOR_COLS(bc, buf_nx) {
+        const long long c = bc - off_x;                                // window column
+        if (c < 0 || c >= nx) {
+          for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = make_cplx<T>(0, 0);
+          continue;
+        }
+        long long dc = c + shift_x;
+        if (dc >= nx) dc -= nx;
+        double sum = 0;
+        for (long long m = 0; m < n_modes; ++m) sum += (double)abs2(w0[m * plane + bc]);
+        const double i = (double)intensity_scale * sum;
+        const T d = d_row[dc], w = m_row[dc];
+        acc += (double)w * loss_value<LOSS>(i, (double)d, (double)eps);
+        const T g = grad_scale * w * loss_slope<LOSS, T>((T)i, d, eps);
+        for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = g * w0[m * plane + bc];
+      }
+      if (acc != 0) CPT_ROW_ADD(loss_rows + j * ny + r, acc);
+    }
+  CPT_END_ROWS
+}
+
+// intensity: the modelled intensities alone (no data, waves untouched), in detector order:
+//   out[j, (r + shift_y) % ny, (c + shift_x) % nx] = intensity_scale * sum_modes |waves[j, :, off_y + r, off_x + c]|^2
+// with the window, shift and scaling conventions of `likelihood` (summed in double, stored in T).
+// out (n_pos, ny, nx) T, overwritten. Launch: GPU one thread per window pixel (n_pos*ny*nx);
+// CPU window rows (n_pos*ny) in parallel.
+template <typename T>
+CPT_DEV void intensity(const cplx<T>* CPT_RESTRICT waves, T* CPT_RESTRICT out, long long n_pos, long long n_modes,
+                       long long buf_ny, long long buf_nx, long long ny, long long nx, long long off_y,
+                       long long off_x, long long shift_y, long long shift_x, T intensity_scale) {
+  const long long plane = buf_ny * buf_nx;
+  CPT_FOR_ROWS(row, n_pos * ny, nx)
+    const long long j = row / ny, r = row % ny;
+    const cplx<T>* CPT_RESTRICT w0 = waves + (j * n_modes * buf_ny + off_y + r) * buf_nx + off_x;   // mode 0
+    long long dr = r + shift_y;
+    if (dr >= ny) dr -= ny;
+    T* CPT_RESTRICT o_row = out + (j * ny + dr) * nx;
+    CPT_FOR_COLS(c, nx) {
+      long long dc = c + shift_x;
+      if (dc >= nx) dc -= nx;
+      double sum = 0;
+      for (long long m = 0; m < n_modes; ++m) sum += (double)abs2(w0[m * plane + c]);
+      o_row[dc] = (T)((double)intensity_scale * sum);
+    }
+  CPT_END_ROWS
+}
+
+// One entry per dtype; the loss kind is a template parameter so the pixel loop has no branch on it.
+#define CPT_LIKELIHOOD_ENTRIES(SFX, T)                                                                       \
+  CPT_KERNEL void likelihood_##SFX(cplx<T>* waves, const T* data, const T* mask, double* loss_rows,         \
+                                   long long n_pos, long long n_modes, long long buf_ny, long long buf_nx, \
+                                   long long ny, long long nx, long long off_y, long long off_x,           \
+                                   long long shift_y, long long shift_x, long long mask_per_pattern,       \
+                                   long long loss, T eps, T intensity_scale, T grad_scale) {               \
+    switch (loss) {                                                                                         \
+      case CPT_GAUSSIAN:                                                                                    \
+        likelihood<T, CPT_GAUSSIAN>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,  \
+                                    off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                 \
+                                    intensity_scale, grad_scale);                                          \
+        break;                                                                                              \
+      case CPT_POISSON:                                                                                     \
+        likelihood<T, CPT_POISSON>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,   \
+                                   off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                  \
+                                   intensity_scale, grad_scale);                                           \
+        break;                                                                                              \
+      case CPT_INTENSITY:                                                                                   \
+        likelihood<T, CPT_INTENSITY>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx, \
+                                     off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                \
+                                     intensity_scale, grad_scale);                                         \
+        break;                                                                                              \
+      default:                                                                                              \
+        likelihood<T, CPT_WEIGHTED>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,  \
+                                    off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                 \
+                                    intensity_scale, grad_scale);                                          \
+        break;                                                                                              \
+    }                                                                                                       \
+  }                                                                                                         \
+  CPT_KERNEL void intensity_##SFX(const cplx<T>* waves, T* out, long long n_pos, long long n_modes,         \
+                                  long long buf_ny, long long buf_nx, long long ny, long long nx,           \
+                                  long long off_y, long long off_x, long long shift_y, long long shift_x,   \
+                                  T intensity_scale) {                                                      \
+    intensity<T>(waves, out, n_pos, n_modes, buf_ny, buf_nx, ny, nx, off_y, off_x, shift_y, shift_x,        \
+                 intensity_scale);                                                                          \
+  }
+
+CPT_LIKELIHOOD_ENTRIES(f32, float)
+CPT_LIKELIHOOD_ENTRIES(f64, double)
