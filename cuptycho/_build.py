@@ -50,7 +50,8 @@ def sources() -> list[Path]:
 def source_digest() -> str:
     """sha256 over the names and contents of every kernels/*.cu and *.cuh file."""
     h = hashlib.sha256()
-    for path in sorted(kernel_dir().glob("*.cu*")):
+    paths = [*kernel_dir().glob("*.cu"), *kernel_dir().glob("*.cuh")]
+    for path in sorted(paths):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
