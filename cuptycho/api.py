@@ -11,19 +11,18 @@ import warnings
 
 import numpy as np
 
-from . import geometry, reference, validation
+from . import geometry, model, reference, validation
+from .backend import array_module, resolve, to_device
 
 
-def _resolve_backend(name):
-    validation.backend(name)
-    if name in ("auto", "numpy"):
-        return "numpy"
-    raise ValueError(f"backend {name!r} is not available in this version of cuptycho: the compiled "
-                     "kernels are not built yet; use backend='numpy' (or 'auto')")
+def _like(template, arr):
+    """`arr` moved to the namespace of `template` (results come back where the inputs live)."""
+    return to_device("cuda" if array_module(template) is not np else "numpy", arr)
 
 
-def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, padding, backend):
-    _resolve_backend(backend)
+def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, padding, backend_name):
+    validation.backend(backend_name)
+    device = resolve(backend_name)
     obj3 = validation.field("obj", obj)
     probe3 = validation.field("probe", probe, dtype=obj3.dtype)
     patch_shape = probe3.shape[-2:]
@@ -36,8 +35,15 @@ def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, paddi
             warnings.warn(f"|z| = {abs(prop_args['z']):.4g} m exceeds N dx^2 / lambda = {limit:.4g} m: the "
                           "angular-spectrum transfer function is undersampled; increase padding",
                           RuntimeWarning, stacklevel=3)
-    prop = reference.make_propagator(propagator, patch_shape, dtype=obj3.dtype, **prop_args)
-    return obj3, probe3, pos, prop
+    arrays = [to_device(device, a) for a in (obj3, probe3, pos)]
+    return device, arrays, prop_args
+
+
+def _run_forward(device, obj, probe, pos, propagator, prop_args):
+    if device == "numpy":
+        prop = reference.make_propagator(propagator, probe.shape[-2:], dtype=obj.dtype, **prop_args)
+        return reference.forward(obj, probe, pos, prop)
+    return model.forward(device, obj, probe, pos, propagator=propagator, **prop_args)
 
 
 def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=None, pixel_size=None,
@@ -57,15 +63,19 @@ def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=
         farfield: fftshifted unitary FFT; the other two propagate a distance z (metres) with the
         transfer function on a grid of sample-plane pixel size `pixel_size` (metres, scalar or
         (dy, dx)) at `wavelength` (metres), after `padding` zero pixels on each side.
-    backend : {"auto", "numpy"}
+    backend : {"auto", "cpu", "cuda", "numpy"}
+        "cpu": the kernels in kernels/*.cu built with OpenMP; "cuda": the same kernels through
+        CuPy/NVRTC; "numpy": the reference; "auto": cuda if a device answers, else cpu, else
+        numpy with a warning. Results come back in the namespace (NumPy or CuPy) of the inputs.
 
     Returns
     -------
     intensities : (J, Ny, Nx) real, the precision of obj
     """
-    obj3, probe3, pos, prop = _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size,
-                                       padding, backend)
-    return reference.forward(obj3, probe3, pos, prop)
+    device, (obj3, probe3, pos), prop_args = _prepare(obj, probe, positions, propagator, z, wavelength,
+                                                      pixel_size, padding, backend)
+    out = _run_forward(device, obj3, probe3, pos, propagator, prop_args)
+    return _like(obj, out)
 
 
 def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, propagator="farfield", z=None,
@@ -85,15 +95,24 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
         "object" and "probe" in the shapes given, "positions" (J, 2) in the positions' float
         dtype (float64 for integer input), and "z" (float) for z-dependent propagators.
     """
-    obj3, probe3, pos, prop = _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size,
-                                       padding, backend)
+    device, (obj3, probe3, pos), prop_args = _prepare(obj, probe, positions, propagator, z, wavelength,
+                                                      pixel_size, padding, backend)
     validation.loss_name(loss)
     real = reference.real_dtype(obj3.dtype)
-    d = validation.data(data, pos.shape[0], probe3.shape[-2:], real)
-    w = validation.mask(mask, pos.shape[0], probe3.shape[-2:], real)
-    value, grads = reference.loss_and_grad(obj3, probe3, pos, d, w, loss, prop)
-    grads["object"] = grads["object"].reshape(np.shape(obj))
-    grads["probe"] = grads["probe"].reshape(np.shape(probe))
-    pos_dtype = np.asarray(positions).dtype
-    grads["positions"] = grads["positions"].astype(pos_dtype if np.issubdtype(pos_dtype, np.floating) else np.float64)
+    n_pos, patch_shape = pos.shape[0], probe3.shape[-2:]
+    d = to_device(device, validation.data(data, n_pos, patch_shape, real))
+    w = validation.mask(mask, n_pos, patch_shape, real)
+    xp = array_module(obj3)
+    w = xp.ones(patch_shape, real) if w is None else to_device(device, w)
+    if device == "numpy":
+        prop = reference.make_propagator(propagator, patch_shape, dtype=obj3.dtype, **prop_args)
+        value, grads = reference.loss_and_grad(obj3, probe3, pos, d, w, loss, prop)
+    else:
+        value, grads = model.loss_and_grad(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator,
+                                           **prop_args)
+    grads["object"] = _like(obj, grads["object"].reshape(np.shape(obj)))
+    grads["probe"] = _like(obj, grads["probe"].reshape(np.shape(probe)))
+    pos_dtype = np.dtype(getattr(positions, "dtype", np.asarray(positions).dtype))
+    grads["positions"] = _like(positions, grads["positions"]).astype(
+        pos_dtype if np.issubdtype(pos_dtype, np.floating) else np.float64)
     return value, grads

@@ -38,3 +38,48 @@ def gpu_status() -> tuple[bool, str]:
     except Exception as err:                       # no driver, no device, broken runtime
         return False, f"no CUDA device answers ({type(err).__name__}: {err})"
     return True, ""
+
+
+DEVICES = ("numpy", "cpu", "cuda")
+
+
+def resolve(name: str) -> str:
+    """The device that runs backend `name`: 'numpy' (reference), 'cpu' (OpenMP kernels) or 'cuda'.
+
+    "auto" picks cuda when a device answers, else cpu when the kernels compile, else numpy with
+    a warning naming why; an explicit "cpu" or "cuda" that cannot run is a ValueError saying why.
+    """
+    import warnings
+
+    from . import _build
+
+    if name == "numpy":
+        return "numpy"
+    if name == "cuda":
+        ok, why = gpu_status()
+        if not ok:
+            raise ValueError(f"backend 'cuda' is not available: {why}")
+        return "cuda"
+    if name == "cpu":
+        ok, why = _build.cpu_available()
+        if not ok:
+            raise ValueError(f"backend 'cpu' is not available: {why}")
+        return "cpu"
+    if name != "auto":
+        raise ValueError(f"backend must be one of ('auto', {', '.join(map(repr, DEVICES))}), got {name!r}")
+    gpu_ok, gpu_why = gpu_status()
+    if gpu_ok:
+        return "cuda"
+    cpu_ok, cpu_why = _build.cpu_available()
+    if cpu_ok:
+        return "cpu"
+    warnings.warn(f"cuptycho runs on the slow NumPy reference: no GPU ({gpu_why}) and the CPU kernels "
+                  f"are unavailable ({cpu_why.splitlines()[0] if cpu_why else ''})", RuntimeWarning, stacklevel=3)
+    return "numpy"
+
+
+def to_device(device: str, arr):
+    """`arr` in the namespace `device` computes in: CuPy for 'cuda', NumPy otherwise (copies only if needed)."""
+    if device == "cuda":
+        return cupy_module().asarray(arr)
+    return arr.get() if array_module(arr) is not np else np.asarray(arr)

@@ -8,21 +8,29 @@ from __future__ import annotations
 import numpy as np
 
 from . import geometry
+from .backend import array_module
 from .reference import LOSSES
 
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
 
 
+def _asarray(arr):
+    """The argument as an array of its own namespace (CuPy arrays stay on their device)."""
+    xp = array_module(arr)
+    return xp, xp.asarray(arr)
+
+
 def _finite(name, arr):
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
+    xp = array_module(arr)
+    if not bool(xp.all(xp.isfinite(arr))):
+        bad = xp.argwhere(~xp.isfinite(arr))[0]
         raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
 
 
 def field(name, arr, *, dtype=None):
     """A complex (M, Ny, Nx) stack from a 2-D or 3-D complex64/complex128 array."""
-    arr = np.asarray(arr)
+    xp, arr = _asarray(arr)
     if arr.dtype not in COMPLEX_DTYPES:
         raise ValueError(f"{name} must be complex64 or complex128, got dtype {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
@@ -32,12 +40,12 @@ def field(name, arr, *, dtype=None):
     if arr.ndim != 3 or 0 in arr.shape:
         raise ValueError(f"{name} must have shape (modes, Ny, Nx) or (Ny, Nx), got {arr.shape}")
     _finite(name, arr)
-    return np.ascontiguousarray(arr)
+    return xp.ascontiguousarray(arr)
 
 
 def positions(arr, patch_shape, obj_shape):
-    """(J, 2) float64 positions whose bilinear taps all lie inside the object."""
-    arr = np.asarray(arr)
+    """(J, 2) float64 positions on the host whose bilinear taps all lie inside the object."""
+    arr = to_host(arr)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"positions must be real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
@@ -60,33 +68,39 @@ def positions(arr, patch_shape, obj_shape):
 
 def data(arr, n_patterns, patch_shape, real):
     """Measured intensities (J, Ny, Nx), finite and non-negative, cast to the field precision."""
-    arr = np.asarray(arr)
+    xp, arr = _asarray(arr)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"data must be real intensities, got dtype {arr.dtype}")
     expected = (n_patterns, *patch_shape)
     if arr.shape != expected:
         raise ValueError(f"data must have shape {expected} (one pattern per position, probe-sized), got {arr.shape}")
     _finite("data", arr)
-    if np.any(arr < 0):
-        raise ValueError(f"data has {int(np.sum(arr < 0))} negative value(s) (min {arr.min():g}); "
+    n_negative = int(xp.sum(arr < 0))
+    if n_negative:
+        raise ValueError(f"data has {n_negative} negative value(s) (min {float(arr.min()):g}); "
                          "intensities must be >= 0 (clip or mask them before calling)")
-    return np.ascontiguousarray(arr, dtype=real)
+    return xp.ascontiguousarray(arr, dtype=real)
 
 
 def mask(arr, n_patterns, patch_shape, real):
-    """Detector weights, (Ny, Nx) or (J, Ny, Nx), finite and >= 0; None means all ones."""
+    """Detector weights, (Ny, Nx) or (J, Ny, Nx), finite and >= 0; None stays None (all ones)."""
     if arr is None:
-        return np.ones(patch_shape, dtype=real)
-    arr = np.asarray(arr)
+        return None
+    xp, arr = _asarray(arr)
     if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"mask must be boolean or real weights, got dtype {arr.dtype}")
     if arr.shape not in (tuple(patch_shape), (n_patterns, *patch_shape)):
         raise ValueError(f"mask must have shape {tuple(patch_shape)} or {(n_patterns, *patch_shape)}, got {arr.shape}")
-    arr = arr.astype(real)
+    arr = xp.ascontiguousarray(arr, dtype=real)
     _finite("mask", arr)
-    if np.any(arr < 0):
+    if bool(xp.any(arr < 0)):
         raise ValueError("mask weights must be >= 0 (1 = valid pixel, 0 = ignored)")
     return arr
+
+
+def to_host(arr):
+    """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
+    return arr.get() if array_module(arr) is not np else np.asarray(arr)
 
 
 def choice(name, value, allowed):

@@ -7,6 +7,7 @@ import pytest
 import cuptycho
 from cuptycho import reference
 from checks import DOT_TOL, assert_adjoint, assert_gradient, random_complex
+from conftest import gpu
 
 DTYPES = [np.complex64, np.complex128]
 
@@ -207,13 +208,14 @@ def _data_for(loss, obj, probe, pos, kw, rng):
 PARAMETERS = ["object", "object_mode_1", "probe_mode_0", "probe_mode_1", "positions", "z"]
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=gpu)])
 @pytest.mark.parametrize("name, parameter", [(n, p) for n in PROPAGATION for p in PARAMETERS
                                              if p != "z" or "z" in PROPAGATION[n]])
 @pytest.mark.parametrize("loss", reference.LOSSES)
-def test_gradients_match_finite_differences(problem, loss, name, parameter):
+def test_gradients_match_finite_differences(problem, loss, name, parameter, backend):
     rng, obj, probe, pos, mask = problem
-    kw = PROPAGATION[name]
-    data = _data_for(loss, obj, probe, pos, kw, rng)
+    kw = {**PROPAGATION[name], "backend": backend}
+    data = _data_for(loss, obj, probe, pos, PROPAGATION[name], rng)
 
     def run(o=obj, p=probe, x=pos, **over):
         return cuptycho.loss_and_grad(o, p, x, data, loss=loss, mask=mask, **{**kw, **over})

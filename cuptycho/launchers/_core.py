@@ -4,7 +4,9 @@ A launcher validates dtypes, contiguity and shapes (metadata only: no device syn
 allocates outputs in the namespace of its inputs and calls `launch`, which runs the CPU build
 through ctypes for NumPy arrays and the NVRTC build through CuPy for CuPy arrays. Every scalar
 is passed as an explicit NumPy type (np.int64 -> long long, np.float32 -> float,
-np.float64 -> double): CuPy does not check kernel arguments.
+np.float64 -> double): CuPy does not check kernel arguments. `None` is a NULL pointer (an optional
+array argument the kernel tests for): ctypes.c_void_p(None) on the CPU, 8 zero bytes by value
+(np.uint64(0)) on the GPU, which every CuPy version passes as a scalar.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from ..backend import array_module
 BLOCK = 256                                    # threads per block; kernels with shared memory assume it
 SUFFIX = {np.dtype(np.complex64): "f32", np.dtype(np.complex128): "f64"}
 REAL = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+# entry suffix of every dtype `launch` accepts: the complex field dtypes (SUFFIX) and, for
+# real-typed kernels (adam.cu), the matching real dtypes
+ENTRY_SUFFIX = {**SUFFIX, **{REAL[c]: s for c, s in SUFFIX.items()}}
 SYNC = os.environ.get("CUPTYCHO_SYNC") == "1"  # synchronise after each GPU launch (debugging)
 
 i64 = np.int64
@@ -54,6 +59,8 @@ def output(name, out, xp, shape, dtype, zero=False):
 
 
 def _c_arg(a):
+    if a is None:
+        return ctypes.c_void_p(None)
     if isinstance(a, np.ndarray):
         return ctypes.c_void_p(a.ctypes.data)
     if isinstance(a, np.int64):
@@ -82,11 +89,13 @@ def _multiprocessors(device_id):
 def launch(concern, name, dtype, args, *, elements=None, blocks=None):
     """Run entry `<name>_<f32|f64>` of kernels/<concern>.cu on the arguments' device.
 
+    `dtype` picks the suffix: complex64 or float32 -> f32, complex128 or float64 -> f64.
+
     GPU geometry: `blocks` blocks of BLOCK threads when given (one block per item kernels),
     otherwise enough blocks for `elements` grid-stride elements, capped at 32 per SM.
     """
-    fname = f"{name}_{SUFFIX[np.dtype(dtype)]}"
-    xp = array_module(*[a for a in args if not isinstance(a, np.generic)])
+    fname = f"{name}_{ENTRY_SUFFIX[np.dtype(dtype)]}"
+    xp = array_module(*[a for a in args if a is not None and not isinstance(a, np.generic)])
     if xp is np:
         _cpu_function(fname)(*map(_c_arg, args))
         return
@@ -96,6 +105,6 @@ def launch(concern, name, dtype, args, *, elements=None, blocks=None):
     kernel = _build.cuda_module(concern, device).get_function(fname)
     if blocks is None:
         blocks = max(1, min(math.ceil(elements / BLOCK), 32 * _multiprocessors(device)))
-    kernel((int(blocks),), (BLOCK,), args)
+    kernel((int(blocks),), (BLOCK,), tuple(np.uint64(0) if a is None else a for a in args))
     if SYNC:
         cupy.cuda.get_current_stream().synchronize()

@@ -1,0 +1,110 @@
+"""Raw (unnormalised) in-place 2-D FFTs over the last two axes, planned once per buffer shape.
+
+Every compiled backend uses raw transforms and folds the normalisation into the kernels that
+touch the data anyway (the likelihood's intensity and gradient scales, the transfer function
+divided by N), so no pass over the buffer is spent on scaling.
+
+Libraries, fastest first: FFTW through pyFFTW (the `fftw` extra; planned with FFTW_MEASURE on an
+aligned buffer and run in place), scipy.fft (multithreaded, allocates its output), and for CuPy
+arrays cuFFT through cupyx.scipy.fft with a cached plan. `CUPTYCHO_FFT=scipy` forces scipy.fft
+on the CPU.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+AXES = (-2, -1)
+
+
+def cpu_threads() -> int:
+    """Threads for the CPU FFT: OMP_NUM_THREADS when set (the kernels follow it too), else all cores."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def _pyfftw():
+    try:
+        import pyfftw
+    except ImportError:
+        return None
+    return pyfftw
+
+
+def cpu_library() -> str:
+    """'fftw' when pyFFTW is installed (and not overridden by CUPTYCHO_FFT=scipy), else 'scipy'."""
+    if os.environ.get("CUPTYCHO_FFT", "").lower() == "scipy" or _pyfftw() is None:
+        return "scipy"
+    return "fftw"
+
+
+class FFTWPlan:
+    """Forward and inverse FFTW plans on one aligned buffer; `forward()`/`inverse()` run in place."""
+
+    def __init__(self, shape, dtype):
+        pyfftw = _pyfftw()
+        self.buffer = pyfftw.empty_aligned(shape, dtype=dtype)
+        self.buffer[...] = 0
+        kw = dict(axes=AXES, flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=cpu_threads())
+        self._fwd = pyfftw.FFTW(self.buffer, self.buffer, direction="FFTW_FORWARD", **kw)
+        self._inv = pyfftw.FFTW(self.buffer, self.buffer, direction="FFTW_BACKWARD", **kw)
+
+    def forward(self, x):
+        assert x is self.buffer
+        self._fwd.execute()
+        return x
+
+    def inverse(self, x):
+        assert x is self.buffer
+        self._inv.execute()
+        return x
+
+
+class ScipyPlan:
+    """scipy.fft on a preallocated buffer; the transforms return new arrays (scipy cannot write in place)."""
+
+    def __init__(self, shape, dtype):
+        self.buffer = np.zeros(shape, dtype)
+        self._workers = cpu_threads()
+
+    def forward(self, x):
+        import scipy.fft
+
+        return scipy.fft.fft2(x, axes=AXES, norm="backward", overwrite_x=True, workers=self._workers)
+
+    def inverse(self, x):
+        import scipy.fft
+
+        return scipy.fft.ifft2(x, axes=AXES, norm="forward", overwrite_x=True, workers=self._workers)
+
+
+class CupyPlan:
+    """cuFFT through cupyx.scipy.fft with the plan made once for the buffer's shape (in place)."""
+
+    def __init__(self, shape, dtype):
+        import cupy
+        import cupyx.scipy.fft as cufft
+
+        self.buffer = cupy.zeros(shape, dtype)
+        self._fft = cufft
+        self._plan = cufft.get_fft_plan(self.buffer, axes=AXES)
+
+    def forward(self, x):
+        return self._fft.fft2(x, axes=AXES, norm="backward", overwrite_x=True, plan=self._plan)
+
+    def inverse(self, x):
+        return self._fft.ifft2(x, axes=AXES, norm="forward", overwrite_x=True, plan=self._plan)
+
+
+@functools.lru_cache(maxsize=16)
+def plan(device: str, library: str, shape: tuple, dtype) -> FFTWPlan | ScipyPlan | CupyPlan:
+    """The cached plan (with its work buffer) for `shape` on `device` ('cpu' or 'cuda')."""
+    dtype = np.dtype(dtype)
+    if device == "cuda":
+        return CupyPlan(shape, dtype)
+    return FFTWPlan(shape, dtype) if library == "fftw" else ScipyPlan(shape, dtype)

@@ -1,0 +1,166 @@
+"""The forward model and its gradient chain on the compiled kernels (`cpu` and `cuda` backends).
+
+One composition for both devices; only the arrays' namespace and the FFT library differ. Per
+chunk of positions (MATH.md, backward chain):
+
+    exitwave_fwd -> FFT -> [spectrum_fwd (H/n), IFFT] -> likelihood (I, loss rows, G_Psi in place)
+    -> [FFT, spectrum_adj (conj H/n, dL/dz rows)] -> IFFT -> exitwave_adj (G_o, G_probe)
+    -> patch_adj (G_obj) and patch_posgrad (dL/dpositions)
+
+Brackets: transfer-function propagators only. The far field's fftshift is folded into the
+likelihood's indexing, and every FFT is raw with its normalisation folded into the kernels.
+
+On the CPU the positions are processed in chunks whose work buffer fits in cache (about
+`CHUNK_BYTES`), so each pass of a kernel or an FFT reads what the previous one left in cache;
+on a GPU one chunk holds the whole batch. The FFT plans and buffers are cached per shape and
+reused across calls (not thread-safe: one model evaluation at a time per process).
+
+Inputs are assumed valid (`cuptycho.api` checks them): obj (Mo, H, W), probe (K, Ny, Nx),
+positions (J, 2) float64 C-contiguous, data (J, Ny, Nx) and mask (Ny, Nx) or (J, Ny, Nx) of the
+field's real dtype, all in the namespace of the device.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+
+import numpy as np
+
+from . import fft, geometry, reference
+from .backend import array_module
+from .launchers import exitwave, likelihood, propagate, sampling
+
+CHUNK_BYTES = int(os.environ.get("CUPTYCHO_CHUNK_BYTES", 4 << 20))
+
+
+def chunk_size(device, n_pos, bytes_per_position):
+    if device == "cuda":
+        return n_pos
+    return int(min(n_pos, max(1, CHUNK_BYTES // bytes_per_position)))
+
+
+def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):
+    """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and kz on the device."""
+    h, kz = geometry.transfer_function(kind, buf_shape, z, wavelength, pixel_size)
+    return xp.asarray((h / (buf_shape[0] * buf_shape[1])).astype(dtype)), xp.asarray(kz)
+
+
+@functools.lru_cache(maxsize=8)
+def _scratch(device, shape, dtype):
+    """A reusable device array of `shape` (grad patches, spectra), one per shape and dtype."""
+    xp = np if device == "cpu" else __import__("cupy")
+    return xp.empty(shape, dtype)
+
+
+@contextlib.contextmanager
+def _stage(profile, name, device):
+    """Add the wall time of the block to profile[name] (synchronising the GPU first and last)."""
+    if profile is None:
+        yield
+        return
+    sync = __import__("cupy").cuda.get_current_stream().synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    yield
+    sync()
+    profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+
+
+STAGES = ("exitwave", "fft", "propagate", "likelihood", "exitwave_adj", "scatter", "posgrad")
+
+
+class _Run:
+    """The per-call geometry shared by `forward` and `loss_and_grad`."""
+
+    def __init__(self, device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding):
+        self.device, self.xp = device, array_module(obj)
+        self.dtype = obj.dtype
+        self.n_obj, self.n_probe = obj.shape[0], probe.shape[0]
+        self.patch = probe.shape[-2:]
+        self.padding = tuple(padding)
+        self.buf = (self.patch[0] + 2 * self.padding[0], self.patch[1] + 2 * self.padding[1])
+        self.n = self.buf[0] * self.buf[1]
+        self.farfield = propagator == "farfield"
+        self.library = fft.cpu_library() if device == "cpu" else "cufft"
+        if self.farfield:
+            self.shift, self.intensity_scale = (self.patch[0] // 2, self.patch[1] // 2), 1.0 / self.n
+        else:
+            self.shift, self.intensity_scale = (0, 0), 1.0
+            self.h, self.kz = _transfer(self.xp, propagator, self.buf, z, wavelength, pixel_size, self.dtype)
+        n_pos = positions.shape[0]
+        per_position = self.n_obj * self.n_probe * self.n * np.dtype(self.dtype).itemsize
+        self.chunk = chunk_size(device, n_pos, per_position)
+        self.chunks = [(j0, min(n_pos, j0 + self.chunk)) for j0 in range(0, n_pos, self.chunk)]
+
+    def to_detector(self, obj, probe, positions, j0, j1, profile=None):
+        """Exit waves of positions j0:j1, propagated to the detector: (buffer, plan, spectrum)."""
+        shape = (j1 - j0, self.n_obj, self.n_probe, *self.buf)
+        plan = fft.plan(self.device, self.library, shape, self.dtype)
+        with _stage(profile, "exitwave", self.device):
+            waves = exitwave.exitwave_fwd(obj, probe, positions[j0:j1], self.padding, out=plan.buffer)
+        with _stage(profile, "fft", self.device):
+            waves = plan.forward(waves)
+        spectrum = None
+        if not self.farfield:
+            spectrum = _scratch(self.device, shape, self.dtype)
+            with _stage(profile, "propagate", self.device):
+                propagate.spectrum_fwd(waves, self.h, spectrum_out=spectrum)
+            with _stage(profile, "fft", self.device):
+                waves = plan.inverse(waves)
+        return waves, plan, spectrum
+
+
+def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=None, pixel_size=None,
+            padding=(0, 0)):
+    """Modelled intensities (J, Ny, Nx) in detector order."""
+    run = _Run(device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding)
+    out = run.xp.empty((positions.shape[0], *run.patch), reference.real_dtype(run.dtype))
+    for j0, j1 in run.chunks:
+        waves, _, _ = run.to_detector(obj, probe, positions, j0, j1)
+        likelihood.intensity(waves, out[j0:j1], padding=run.padding, shift=run.shift,
+                             intensity_scale=run.intensity_scale)
+    return out
+
+
+def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
+                  pixel_size=None, padding=(0, 0), profile=None):
+    """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
+
+    `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
+    synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
+    """
+    run = _Run(device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding)
+    xp, n_pos = run.xp, positions.shape[0]
+    grad_obj = xp.zeros_like(obj)
+    grad_probe = xp.zeros_like(probe)
+    grad_pos = xp.empty((n_pos, 2), np.float64)
+    loss_rows = xp.zeros((n_pos, run.patch[0]), np.float64)
+    dz_rows = None if run.farfield else xp.zeros((n_pos, run.n_obj * run.n_probe * run.buf[0]), np.float64)
+    for j0, j1 in run.chunks:
+        pos = positions[j0:j1]
+        waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile)
+        with _stage(profile, "likelihood", device):
+            likelihood.likelihood(waves, data[j0:j1], mask if mask.ndim == 2 else mask[j0:j1], loss_rows[j0:j1],
+                                  loss=loss, n_total=n_pos, padding=run.padding, shift=run.shift,
+                                  intensity_scale=run.intensity_scale)
+        if not run.farfield:
+            with _stage(profile, "fft", device):
+                waves = plan.forward(waves)
+            with _stage(profile, "propagate", device):
+                propagate.spectrum_adj(waves, run.h, run.kz, spectrum=spectrum, dz_rows=dz_rows[j0:j1])
+        with _stage(profile, "fft", device):
+            waves = plan.inverse(waves)
+        grad_patches = _scratch(device, (j1 - j0, run.n_obj, *run.patch), run.dtype)
+        with _stage(profile, "exitwave_adj", device):
+            exitwave.exitwave_adj(obj, probe, pos, waves, run.padding, grad_patches=grad_patches,
+                                  grad_probe=grad_probe)
+        with _stage(profile, "scatter", device):
+            sampling.patch_adj(grad_patches, pos, obj.shape, out=grad_obj)
+        with _stage(profile, "posgrad", device):
+            sampling.patch_posgrad(obj, pos, grad_patches, out=grad_pos[j0:j1])
+    grads = {"object": grad_obj, "probe": grad_probe, "positions": grad_pos}
+    if dz_rows is not None:
+        grads["z"] = float(dz_rows.sum())
+    return float(loss_rows.sum()) / n_pos, grads
