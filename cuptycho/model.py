@@ -36,9 +36,13 @@ CHUNK_BYTES = int(os.environ.get("CUPTYCHO_CHUNK_BYTES", 4 << 20))
 
 
 def chunk_size(device, n_pos, bytes_per_position):
+    """Positions per chunk: all on a GPU; on the CPU about CHUNK_BYTES of work buffer, rounded to a
+    multiple of the thread count (kernels parallel over positions then split evenly)."""
     if device == "cuda":
         return n_pos
-    return int(min(n_pos, max(1, CHUNK_BYTES // bytes_per_position)))
+    threads = fft.cpu_threads()
+    fit = max(1, CHUNK_BYTES // bytes_per_position)
+    return int(min(n_pos, max(threads, fit // threads * threads)))
 
 
 def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):

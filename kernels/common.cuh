@@ -42,6 +42,7 @@
 #  define CPT_ROW_ADD(p, v) atomicAdd((p), (v))
 #else
 #  include <cmath>
+#  include <omp.h>
 using std::floor;
 using std::log;
 using std::sqrt;

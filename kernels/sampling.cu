@@ -90,13 +90,19 @@ CPT_HD void posgrad_rows(const cplx<T>* obj, long long h, long long w, const cpl
   const T ty = (T)t.ty, tx = (T)t.tx;
   const cplx<T>* a = obj + (m * h + t.y0 + r) * w + t.x0;
   const cplx<T>* b = a + w;
+  double sy = 0, sx = 0;
+#if !CPT_GPU
+#pragma omp simd reduction(+ : sy, sx)   // lets the double sums vectorise (fixed order)
+#endif
   for (long long c = c0; c < c1; c += cstep) {
     const cplx<T> g = grad[c];
     const cplx<T> dy = (1 - tx) * (b[c] - a[c]) + tx * (b[c + 1] - a[c + 1]);
     const cplx<T> dx = (1 - ty) * (a[c + 1] - a[c]) + ty * (b[c + 1] - b[c]);
-    gy += (double)(g.re * dy.re + g.im * dy.im);
-    gx += (double)(g.re * dx.re + g.im * dx.im);
+    sy += (double)(g.re * dy.re + g.im * dy.im);
+    sx += (double)(g.re * dx.re + g.im * dx.im);
   }
+  gy += sy;
+  gx += sx;
 }
 
 template <typename T, typename P>

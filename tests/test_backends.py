@@ -82,3 +82,21 @@ def test_chunks_and_fft_libraries_give_the_same_result(monkeypatch, library, chu
 
 def test_auto_picks_a_compiled_backend():
     assert cuptycho.backend.resolve("auto") in ("cpu", "cuda")
+
+
+@gpu
+@pytest.mark.parametrize("name", PROPAGATION)
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_cuda_matches_cpu(name, dtype):
+    """The two builds of the same kernel sources agree with each other (device arrays in, device arrays out)."""
+    import cupy
+
+    obj, probe, pos, data, mask = problem(dtype, seed=4)
+    kw = dict(loss="gaussian", mask=mask, **PROPAGATION[name])
+    v_cpu, g_cpu = cuptycho.loss_and_grad(obj, probe, pos, data, backend="cpu", **kw)
+    d_args = [cupy.asarray(a) for a in (obj, probe, pos, data)]
+    v_gpu, g_gpu = cuptycho.loss_and_grad(*d_args, backend="cuda", **{**kw, "mask": cupy.asarray(mask)})
+    assert isinstance(g_gpu["object"], cupy.ndarray)
+    np.testing.assert_allclose(v_gpu, v_cpu, rtol=10 * KERNEL_TOL[np.dtype(dtype)])
+    for key in g_cpu:
+        assert_same(g_gpu[key], g_cpu[key], dtype, key)
