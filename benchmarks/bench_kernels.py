@@ -16,7 +16,7 @@ import os
 import platform
 
 import numpy as np
-from bench_gradient import case, timer
+from common import case, timer
 
 from cuptycho import backend, reference
 from cuptycho.launchers import adam, exitwave, likelihood, propagate, sampling

@@ -15,40 +15,19 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 import scipy
 import scipy.fft as sfft
 
+from common import case, timer
+
 import cuptycho
 from cuptycho import reference
 
+median_time = timer("cpu")
+
 GEOMETRY = dict(wavelength=1e-10, pixel_size=1e-8)
-
-
-def median_time(fn, repeat):
-    fn()                                          # warm-up: plans, page faults
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def case(n, batch, modes, dtype, rng):
-    """A random object scanned by `batch` overlapping patches of n x n with `modes` probe modes."""
-    side = int(np.ceil(np.sqrt(batch)))
-    step = n // 4
-    size = n + step * (side - 1) + 2
-    obj = (1 + 0.1 * rng.standard_normal((1, size, size))).astype(dtype)
-    probe = (rng.standard_normal((modes, n, n)) + 1j * rng.standard_normal((modes, n, n))).astype(dtype)
-    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:batch]
-    positions = grid * step + rng.uniform(0.1, 0.9, size=(batch, 2))
-    data = rng.poisson(100, size=(batch, n, n)).astype(np.float32)
-    return obj, probe, positions, data
 
 
 def fft_floor(shape, dtype, transforms, repeat):
@@ -78,7 +57,6 @@ def main(argv=None):
     if args.propagator != "farfield":
         kw.update(GEOMETRY, z=1e-6)
     transforms = 2 if args.propagator == "farfield" else 4
-    rng = np.random.default_rng(0)
 
     print(f"reference loss_and_grad vs FFT floor: {args.propagator}, {args.loss}, {args.dtype}, "
           f"scipy {scipy.__version__} fft with {os.cpu_count()} workers, median of {args.repeat}")
@@ -87,7 +65,7 @@ def main(argv=None):
     for n in sizes:
         for batch in batches:
             for modes in (1, 3):
-                obj, probe, pos, data = case(n, batch, modes, np.dtype(args.dtype), rng)
+                obj, probe, pos, data, _ = case(n, batch, modes, np.dtype(args.dtype))
                 step = median_time(lambda: cuptycho.loss_and_grad(obj, probe, pos, data, loss=args.loss,
                                                                    backend="numpy", **kw), args.repeat)
                 floor = fft_floor((batch, 1, modes, n, n), np.dtype(args.dtype), transforms, args.repeat)
