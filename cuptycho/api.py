@@ -104,12 +104,7 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
     w = validation.mask(mask, n_pos, patch_shape, real)
     xp = array_module(obj3)
     w = xp.ones(patch_shape, real) if w is None else to_device(device, w)
-    if device == "numpy":
-        prop = reference.make_propagator(propagator, patch_shape, dtype=obj3.dtype, **prop_args)
-        value, grads = reference.loss_and_grad(obj3, probe3, pos, d, w, loss, prop)
-    else:
-        value, grads = model.loss_and_grad(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator,
-                                           **prop_args)
+    value, grads = model.evaluate(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator, **prop_args)
     grads["object"] = _like(obj, grads["object"].reshape(np.shape(obj)))
     grads["probe"] = _like(obj, grads["probe"].reshape(np.shape(probe)))
     pos_dtype = np.dtype(getattr(positions, "dtype", np.asarray(positions).dtype))

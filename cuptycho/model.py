@@ -168,3 +168,15 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     if dz_rows is not None:
         grads["z"] = float(dz_rows.sum())
     return float(loss_rows.sum()) / n_pos, grads
+
+
+def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
+             pixel_size=None, padding=(0, 0), profile=None):
+    """`loss_and_grad` on any device: the kernels for 'cpu'/'cuda', the NumPy reference for 'numpy'."""
+    if device == "numpy":
+        prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
+                                         pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
+        with _stage(profile, "reference", device):
+            return reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
+    return loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
+                         wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile)

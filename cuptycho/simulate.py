@@ -728,6 +728,18 @@ class Experiment:
         return {"propagator": self.propagator, "z": self.z_start if start else self.z,
                 "wavelength": self.wavelength, "pixel_size": self.pixel_size, "padding": self.padding}
 
+    def dataset(self):
+        """The experiment as a reconstruction sees it: data, perturbed start positions and z, the
+        object's size, and the truth (object, probe, positions, z) for metrics."""
+        from .dataset import Dataset
+
+        kw = self.forward_kwargs(start=True)
+        geometry_kw = {} if self.propagator == "farfield" else {k: kw[k] for k in ("z", "wavelength", "pixel_size",
+                                                                                    "padding")}
+        return Dataset(data=self.data, positions=self.positions_start, propagator=self.propagator,
+                       obj_shape=self.obj.shape[-2:], **geometry_kw,
+                       truth={"object": self.obj, "probe": self.probe, "positions": self.positions, "z": self.z})
+
     @property
     def n_positions(self) -> int:
         return int(self.positions.shape[0])

@@ -1,0 +1,547 @@
+"""The gradient reconstruction engine: object, probe modes, object modes, positions and z refined
+jointly by minibatch Adam on the hand-derived gradients of `model.evaluate`.
+
+    result = cuptycho.reconstruct(dataset, Config(epochs=100, probe=Group(lr=1e-2)))
+
+Backend-agnostic: the same loop runs on NumPy (reference), CPU-kernel and CuPy arrays; the state
+lives on the device for the whole run and only scalars come back per batch.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import backend as backends
+from . import constraints, initial, metrics, model, reference, regularisers, schedules
+from .backend import array_module
+from .launchers import adam as adam_kernel
+from .optim import adam_reference
+from .validation import choice, to_host
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass
+class Group:
+    """Optimiser settings of one parameter group.
+
+    lr is a step size per Adam update: in transmission units for the object (|O| ~ 1), in pixels
+    for positions, and relative for the probe (in units of the initial probe's RMS amplitude, which
+    scales with the photon count) and for z (a step of lr changes z by about lr * z0).
+    """
+    enabled: bool = True
+    start_epoch: int = 0
+    lr: float = 1e-2
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: object = "constant"
+
+
+def _group(**kw):
+    return field(default_factory=lambda: Group(**kw))
+
+
+@dataclass
+class Config:
+    """Everything `reconstruct` does, with defaults that suit a far-field dataset.
+
+    batch : "full", an int, or {"start": b0, "factor": f, "every": n, "max": bmax}: a growing
+        minibatch size b0 * f**(epoch // n) capped at bmax (DAP: small batches first).
+    loss : a name, or [(epoch, name), ...] switching loss at those epochs; at a switch the new loss
+        is scaled so the object gradient's norm is continuous (`Result.events` records the factor).
+    position_l1 : weight of an L1 penalty on the position corrections (pixels).
+    max_position_correction : largest |correction| per axis in pixels (None: only the object's
+        edges limit it: corrected patches always stay on the object).
+    init_probe : "dataset" (Dataset.probe), "data" (from the mean pattern, DAP) or
+        {"aperture": radius_px}; n_probe_modes adds small orthogonal modes (None: as given).
+    tv : {"ratio": r, "p": 2, "q": 1, "eps": 1e-6} adaptive TV on the object, its weight reset
+        every epoch to r times the data loss over the unweighted TV (a fixed ratio to the data).
+    amplitude_range : {"low": a, "high": b, "weight": w} penalty on |object| outside [a, b].
+    probe_power : {"weight": w, "target": P} penalty on the probe's total power (target by default
+        the mean total counts per pattern: a unit object transmits all of the probe).
+    constraints : per-epoch projections, each optional: "orthogonalize_probe", "recentre_probe",
+        "zero_probe_phase", "renormalise" (bools), "phase_range" / "amplitude_range" ((low, high)).
+    early_stop : {"patience": n, "min_delta": rel} stops when the epoch loss has not improved by
+        a relative min_delta for n epochs; None never stops early.
+    progress : called after every epoch with the epoch's record (a dict); returning True stops.
+    profile : synchronise at stage boundaries so Result.timings attributes time exactly.
+    """
+    epochs: int = 100
+    batch: object = "full"
+    loss: object = "gaussian"
+    object: Group = _group(lr=1e-2)
+    object_modes: Group = _group(lr=1e-2)
+    probe: Group = _group(enabled=False, lr=1e-2)
+    positions: Group = _group(enabled=False, lr=5e-2)
+    z: Group = _group(enabled=False, lr=1e-3)
+    position_l1: float = 0.0
+    max_position_correction: float | None = None
+    n_object_modes: int = 1
+    n_probe_modes: int | None = None
+    init_probe: object = "dataset"
+    fit_probe_scale: bool = True
+    tv: dict | None = None
+    amplitude_range: dict | None = None
+    probe_power: dict | None = None
+    constraints: dict = field(default_factory=dict)
+    early_stop: dict | None = None
+    max_divergences: int = 5
+    seed: int = 0
+    backend: str = "auto"
+    dtype: str = "complex64"
+    profile: bool = False
+    progress: Callable | None = None
+
+    def check(self):
+        """ValueError naming the first invalid setting."""
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        for name in ("object", "object_modes", "probe", "positions", "z"):
+            g = getattr(self, name)
+            if not isinstance(g, Group):
+                raise ValueError(f"{name} must be a Group, got {type(g).__name__}")
+            if not (g.lr > 0 and math.isfinite(g.lr)):
+                raise ValueError(f"{name}.lr must be positive, got {g.lr!r}")
+            if not (0 <= g.betas[0] < 1 and 0 <= g.betas[1] < 1):
+                raise ValueError(f"{name}.betas must lie in [0, 1), got {g.betas!r}")
+            schedules.from_spec(g.schedule)
+        for _, name in _loss_plan(self.loss):
+            choice("loss", name, reference.LOSSES)
+        choice("dtype", self.dtype, ("complex64", "complex128"))
+        _batch_sizes(self.batch, 1, 1)
+        if self.n_object_modes < 1:
+            raise ValueError(f"n_object_modes must be >= 1, got {self.n_object_modes}")
+        unknown = set(self.constraints) - set(CONSTRAINTS)
+        if unknown:
+            raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINTS)}")
+
+
+CONSTRAINTS = ("orthogonalize_probe", "recentre_probe", "zero_probe_phase", "renormalise", "phase_range",
+               "amplitude_range")
+
+
+def _loss_plan(spec):
+    """[(start_epoch, loss name), ...] sorted, from a name or a list of pairs."""
+    if isinstance(spec, str):
+        return [(0, spec)]
+    plan = sorted((int(e), str(n)) for e, n in spec)
+    if not plan or plan[0][0] != 0:
+        raise ValueError(f"loss schedule must start at epoch 0, got {spec!r}")
+    return plan
+
+
+def _batch_sizes(spec, epoch, n_patterns):
+    """The minibatch size for `epoch`."""
+    if spec == "full":
+        return n_patterns
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ValueError(f"batch must be >= 1, got {spec}")
+        return min(int(spec), n_patterns)
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"start", "factor", "every", "max"}
+        if unknown or "start" not in spec:
+            raise ValueError(f"batch schedule needs 'start' and takes 'factor', 'every', 'max'; got {sorted(spec)}")
+        size = spec["start"] * spec.get("factor", 2) ** (epoch // max(1, spec.get("every", 1)))
+        return int(min(size, spec.get("max") or n_patterns, n_patterns))
+    raise ValueError(f"batch must be 'full', an integer or a growth schedule dict, got {spec!r}")
+
+
+# --------------------------------------------------------------------------- optimiser state
+
+class _Adam:
+    """Adam state of one parameter group (moments per real component, MATH.md)."""
+
+    def __init__(self, param, group: Group, device, unit=1.0):
+        self.group, self.device, self.unit = group, device, unit
+        self.m, self.v = adam_kernel.adam_state(param)
+        self.step_count = 0
+        self.schedule = schedules.from_spec(group.schedule)
+        self.lr_scale = 1.0                    # halved after each divergence
+
+    @property
+    def lr(self):
+        return self.group.lr * self.schedule.factor * self.lr_scale * self.unit
+
+    def update_rows(self, param, grad, idx):
+        """Adam on rows `idx` of a host array (the positions of one minibatch), their moments only.
+
+        The step count is global (SparseAdam semantics): bias correction fades after a few batches.
+        """
+        self.step_count += 1
+        new, m, v = adam_reference(param[idx], grad, self.m[idx], self.v[idx], step=self.step_count, lr=self.lr,
+                                   betas=self.group.betas, eps=self.group.eps)
+        param[idx], self.m[idx], self.v[idx] = new, m, v
+
+    def update(self, param, grad):
+        """One Adam step of `param` in place (rows of a larger array: pass contiguous copies)."""
+        self.step_count += 1
+        kw = dict(step=self.step_count, lr=self.lr, betas=self.group.betas, eps=self.group.eps)
+        if self.device == "numpy":
+            new, self.m, self.v = adam_reference(param, grad, self.m, self.v, **kw)
+            param[...] = new
+        else:
+            adam_kernel.adam_step(param, grad, self.m, self.v, **kw)
+
+
+# --------------------------------------------------------------------------- result
+
+@dataclass
+class Result:
+    """What a reconstruction produced, and how it got there."""
+    object: np.ndarray
+    probe: np.ndarray
+    positions: np.ndarray
+    z: float | None
+    history: list
+    events: list
+    timings: dict
+    config: dict
+    device: str
+
+    @property
+    def loss(self):
+        return np.array([h["loss"] for h in self.history])
+
+
+# --------------------------------------------------------------------------- the engine
+
+class Reconstruction:
+    """The state of one run: parameters and optimisers on the device, the dataset, the history."""
+
+    def __init__(self, dataset, config: Config):
+        config.check()
+        self.ds, self.cfg = dataset, config
+        self.device = backends.resolve(config.backend)
+        self.xp = np if self.device in ("numpy", "cpu") else backends.cupy_module()
+        self.dtype = np.dtype(config.dtype)
+        self.real = reference.real_dtype(self.dtype)
+        self.rng = np.random.default_rng(config.seed)
+        dev = (lambda a: backends.to_device(self.device, a))
+        n, ny, nx = dataset.data.shape
+        self.data = dev(np.ascontiguousarray(dataset.data, dtype=self.real))
+        mask = np.ones((ny, nx)) if dataset.mask is None else dataset.mask
+        self.mask = dev(np.ascontiguousarray(mask, dtype=self.real))
+        self.nominal = np.ascontiguousarray(dataset.positions, dtype=np.float64)       # host: tiny
+        self.correction = np.zeros_like(self.nominal)
+        self.obj = dev(self._initial_object())
+        self.probe = dev(self._initial_probe())
+        self.z0 = dataset.z
+        self.z_rel = np.ones(1)                                                        # z = z0 * z_rel
+        self.loss_plan = _loss_plan(config.loss)
+        self.loss_scale = 1.0
+        self.history, self.events, self.timings = [], [], {}
+        if config.fit_probe_scale:
+            self._fit_probe_scale()
+        self.regs = self._regularisers()
+        probe_rms = float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2)))
+        self.opt = {name: _Adam(p, getattr(config, name), self.device if name not in ("positions", "z") else "numpy",
+                                unit=probe_rms if name == "probe" else 1.0)
+                    for name, p in self._groups().items()}
+
+    # ---- initial guesses
+    def _initial_object(self):
+        return initial.object_ones(self.ds.obj_shape, self.cfg.n_object_modes, self.dtype, seed=self.cfg.seed)
+
+    def _initial_probe(self):
+        spec, ds = self.cfg.init_probe, self.ds
+        if isinstance(spec, dict) and set(spec) == {"aperture"}:
+            return initial.probe_aperture(ds.patch_shape, spec["aperture"], self.cfg.n_probe_modes or 1,
+                                          seed=self.cfg.seed, dtype=self.dtype)
+        if spec == "data":
+            return initial.probe_from_data(ds.data, self.cfg.n_probe_modes or 1, mask=ds.mask, seed=self.cfg.seed,
+                                           dtype=self.dtype, **ds.forward_kwargs())
+        if spec != "dataset":
+            raise ValueError(f"init_probe must be 'dataset', 'data' or {{'aperture': radius_px}}, got {spec!r}")
+        if ds.probe is None:
+            raise ValueError("init_probe='dataset' but the dataset has no probe guess: set Dataset.probe or use "
+                             "init_probe='data'")
+        probe = np.asarray(ds.probe, dtype=self.dtype)
+        probe = probe[None] if probe.ndim == 2 else probe
+        wanted = self.cfg.n_probe_modes
+        if wanted and wanted > probe.shape[0]:
+            probe = initial.add_modes(probe, wanted, seed=self.cfg.seed)
+        return np.ascontiguousarray(probe)
+
+    def _fit_probe_scale(self):
+        """Scale the probe so the first predicted intensities match the data (least squares)."""
+        self.probe = initial.fit_probe_scale(self.obj, self.probe, self.positions(), self.data, self.mask,
+                                             backend=self.device, **self.ds.forward_kwargs())
+
+    def _regularisers(self):
+        cfg, regs = self.cfg, {}
+        if cfg.tv:
+            opts = {k: v for k, v in cfg.tv.items() if k != "ratio"}
+            regs["tv"] = (regularisers.AdaptiveTV(**opts), "object")
+        if cfg.amplitude_range:
+            regs["amplitude_range"] = (regularisers.AmplitudeRange(**cfg.amplitude_range), "object")
+        if cfg.probe_power:
+            opts = dict(cfg.probe_power)
+            opts.setdefault("target", float(np.mean(np.sum(self.ds.data, axis=(1, 2), dtype=np.float64))))
+            regs["probe_power"] = (regularisers.ProbePower(**opts), "probe")
+        return regs
+
+    # ---- parameters
+    def _groups(self):
+        groups = {"object": self.obj[:1], "probe": self.probe, "positions": self.correction, "z": self.z_rel}
+        if self.obj.shape[0] > 1:
+            groups["object_modes"] = self.obj[1:]
+        return groups
+
+    def positions(self):
+        return np.ascontiguousarray(self.nominal + self.correction)
+
+    def z(self):
+        return None if self.z0 is None else float(self.z0 * self.z_rel[0])
+
+    def _kwargs(self):
+        return self.ds.forward_kwargs(z=self.z())
+
+    def _forward_all(self):
+        if self.device == "numpy":
+            prop = reference.make_propagator(self.ds.propagator, self.probe.shape[-2:], dtype=self.dtype,
+                                             **_prop_args(self._kwargs()))
+            return reference.forward(self.obj, self.probe, self.positions(), prop)
+        return model.forward(self.device, self.obj, self.probe, backends.to_device(self.device, self.positions()),
+                             **_prop_args(self._kwargs(), with_kind=True))
+
+    def _active(self, name, epoch):
+        g = getattr(self.cfg, name)
+        if name == "z" and self.z0 is None:
+            return False
+        if name == "object_modes" and self.obj.shape[0] == 1:
+            return False
+        return g.enabled and epoch >= g.start_epoch
+
+    def loss_name(self, epoch):
+        return [n for e, n in self.loss_plan if e <= epoch][-1]
+
+    # ---- one minibatch
+    def evaluate(self, idx, loss, profile=None):
+        pos = backends.to_device(self.device, self.positions()[idx])
+        didx = idx if self.xp is np else self.xp.asarray(idx)
+        mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
+        return model.evaluate(self.device, self.obj, self.probe, pos, self.data[didx], mask, loss=loss,
+                              profile=profile, **_prop_args(self._kwargs(), with_kind=True))
+
+    def step(self, idx, epoch, profile):
+        value, grads = self.evaluate(idx, self.loss_name(epoch), profile)
+        t0 = time.perf_counter()
+        scale = self.loss_scale
+        for reg, target in self.regs.values():
+            r_value, r_grad = reg.value_and_grad(self.obj if target == "object" else self.probe)
+            value += r_value / scale                   # reported in the (scaled) data loss's units
+            grads[target] = grads[target] + r_grad / grads[target].real.dtype.type(scale)
+        if self._active("object", epoch):
+            self.opt["object"].update(self.obj[:1], _scaled(grads["object"][:1], scale))
+        if self._active("object_modes", epoch):
+            self.opt["object_modes"].update(self.obj[1:], _scaled(grads["object"][1:], scale))
+        if self._active("probe", epoch):
+            self.opt["probe"].update(self.probe, _scaled(grads["probe"], scale))
+        if self._active("positions", epoch):
+            self._update_positions(idx, scale * to_host(grads["positions"]))
+        if self._active("z", epoch):
+            self.opt["z"].update(self.z_rel, np.array([scale * grads["z"] * self.z0]))
+        if profile is not None:
+            profile["optimiser"] = profile.get("optimiser", 0.0) + time.perf_counter() - t0
+        return scale * value
+
+    def _update_positions(self, idx, grad):
+        """Adam on the batch's rows of the corrections, an optional L1 pull to zero, then clipping."""
+        grad = grad + self.cfg.position_l1 * np.sign(self.correction[idx])
+        self.opt["positions"].update_rows(self.correction, grad, idx)
+        self._clip_positions()
+
+    def _clip_positions(self):
+        limit = self.cfg.max_position_correction
+        if limit is not None:
+            np.clip(self.correction, -limit, limit, out=self.correction)
+        ny, nx = self.probe.shape[-2:]
+        high = np.array([self.obj.shape[1] - ny, self.obj.shape[2] - nx], dtype=np.float64)
+        self.correction[...] = np.clip(self.nominal + self.correction, 0, high) - self.nominal
+
+    # ---- the loop
+    def snapshot(self):
+        return copy.deepcopy({k: getattr(self, k) for k in ("obj", "probe", "correction", "z_rel", "opt",
+                                                            "loss_scale")})
+
+    def restore(self, snap):
+        for k, v in copy.deepcopy(snap).items():
+            setattr(self, k, v)
+
+    def switch_loss(self, epoch):
+        """At a loss switch, scale the new loss so the object gradient's norm is continuous."""
+        old, new = self.loss_name(epoch - 1), self.loss_name(epoch)
+        idx = np.arange(self.ds.n_patterns)
+        _, g_old = self.evaluate(idx, old)
+        _, g_new = self.evaluate(idx, new)
+        n_old = float(self.xp.linalg.norm(g_old["object"])) * self.loss_scale
+        n_new = float(self.xp.linalg.norm(g_new["object"]))
+        if n_new > 0 and math.isfinite(n_old / n_new):
+            self.loss_scale = n_old / n_new
+        self.events.append({"epoch": epoch, "event": "loss_switch", "from": old, "to": new,
+                            "scale": self.loss_scale})
+
+    def run_epoch(self, epoch):
+        profile = {} if self.cfg.profile else None
+        n = self.ds.n_patterns
+        size = _batch_sizes(self.cfg.batch, epoch, n)
+        order = self.rng.permutation(n)
+        total = 0.0
+        for start in range(0, n, size):
+            idx = np.sort(order[start:start + size])
+            total += self.step(idx, epoch, profile) * len(idx)
+        return total / n, size, profile
+
+    def record(self, epoch, loss, size, seconds, profile):
+        rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
+               "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
+               "lr": {k: o.lr for k, o in self.opt.items()}}
+        truth = self.ds.truth
+        if truth:
+            rec.update(self.metrics())
+        if profile:
+            for k, v in profile.items():
+                self.timings[k] = self.timings.get(k, 0.0) + v
+        self.history.append(rec)
+        return rec
+
+    def metrics(self):
+        truth, out = self.ds.truth, {}
+        if truth.get("object") is not None:
+            scanned = self.illuminated()
+            # a linear phase ramp of the object is invisible in far-field data once the probe is refined
+            # (it moves into the probe), so it is removed relative to the truth before comparing
+            true_obj = np.asarray(truth["object"])[0]
+            estimate = metrics.remove_phase_ramp(to_host(self.obj[0]), mask=scanned, reference=true_obj)
+            out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned)
+        if truth.get("positions") is not None:
+            err = metrics.position_errors(self.positions(), np.asarray(truth["positions"]))
+            out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]
+        if truth.get("z") is not None and self.z0 is not None:
+            out["z_error"] = metrics.z_error(self.z(), truth["z"])["relative"]
+        return out
+
+    def illuminated(self):
+        """Object pixels the probe lights to at least 10% of the maximum (host bool (H, W))."""
+        power = to_host(self.xp.sum(self.xp.abs(self.probe) ** 2, axis=0)).astype(np.complex128)
+        pos = self.positions()
+        patches = np.broadcast_to(power, (len(pos), 1, *power.shape))
+        ill = reference.patch_adj(np.ascontiguousarray(patches), pos, (1, *self.obj.shape[1:])).real[0]
+        return ill > 0.1 * ill.max()
+
+    def run(self) -> Result:
+        cfg = self.cfg
+        good = self.snapshot()
+        best, stale = math.inf, 0
+        epoch, divergences = 0, 0
+        t_start = time.perf_counter()
+        while epoch < cfg.epochs:
+            if epoch > 0 and self.loss_name(epoch) != self.loss_name(epoch - 1):
+                self.switch_loss(epoch)
+            t0 = time.perf_counter()
+            loss, size, profile = self.run_epoch(epoch)
+            if not (math.isfinite(loss) and self._finite()):
+                divergences += 1
+                self.restore(good)
+                for opt in self.opt.values():
+                    opt.lr_scale *= 0.5
+                self.events.append({"epoch": epoch, "event": "divergence", "action": "restored the last good state "
+                                    "and halved every learning rate", "lr_scale": self.opt["object"].lr_scale})
+                if divergences > cfg.max_divergences:
+                    self.events.append({"epoch": epoch, "event": "stopped", "reason": "diverged too often"})
+                    break
+                continue
+            for opt in self.opt.values():
+                opt.schedule.step(loss)
+            self.apply_constraints()
+            self.adapt_tv(loss)
+            rec = self.record(epoch, loss, size, time.perf_counter() - t0, profile)
+            good = self.snapshot()
+            epoch += 1
+            if cfg.progress is not None and cfg.progress(rec):
+                self.events.append({"epoch": rec["epoch"], "event": "stopped", "reason": "progress callback"})
+                break
+            if cfg.early_stop:
+                if loss < best * (1 - cfg.early_stop.get("min_delta", 1e-4)):
+                    best, stale = loss, 0
+                else:
+                    stale += 1
+                    if stale >= cfg.early_stop.get("patience", 10):
+                        self.events.append({"epoch": rec["epoch"], "event": "stopped", "reason": "loss plateau"})
+                        break
+        self.timings["total"] = time.perf_counter() - t_start
+        return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
+                      history=self.history, events=self.events, timings=self.timings,
+                      config=_config_dict(cfg), device=self.device)
+
+    def adapt_tv(self, data_loss):
+        """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""
+        if "tv" not in self.regs:
+            return
+        tv = self.regs["tv"][0]
+        raw = tv.value(self.obj, weighted=False)
+        if raw > 0 and math.isfinite(data_loss):
+            tv.weight = self.cfg.tv.get("ratio", 0.1) * self.loss_scale * data_loss / raw
+
+    def apply_constraints(self):
+        """The per-epoch projections chosen in Config.constraints, in a fixed order."""
+        c = self.cfg.constraints
+        if c.get("orthogonalize_probe"):
+            self.probe[...] = constraints.orthogonalize_modes(self.probe)
+        if c.get("recentre_probe"):
+            probe, obj, _ = constraints.recentre_probe(self.probe, self.obj)
+            self.probe[...], self.obj[...] = probe, obj
+        if c.get("zero_probe_phase"):
+            probe, obj = constraints.zero_probe_phase(self.probe, self.obj)
+            self.probe[...], self.obj[...] = probe, obj
+        if c.get("renormalise"):
+            obj, probe, _ = constraints.renormalise(self.obj, self.probe,
+                                                    backends.to_device(self.device, self.illuminated()))
+            self.obj[...], self.probe[...] = obj, probe
+        if c.get("phase_range"):
+            self.obj[...] = constraints.clamp_phase(self.obj, *c["phase_range"])
+        if c.get("amplitude_range"):
+            self.obj[...] = constraints.clamp_amplitude(self.obj, *c["amplitude_range"])
+
+    def _finite(self):
+        xp = self.xp
+        return bool(xp.all(xp.isfinite(self.obj))) and bool(xp.all(xp.isfinite(self.probe))) and \
+            bool(np.all(np.isfinite(self.correction))) and bool(np.all(np.isfinite(self.z_rel)))
+
+
+def _scaled(grad, scale):
+    return grad if scale == 1.0 else grad * grad.real.dtype.type(scale)
+
+
+def _prop_args(kw, with_kind=False):
+    """forward kwargs -> model keywords (pixel_size as a pair, padding as a pair)."""
+    from . import geometry
+
+    out = dict(kw)
+    kind = out.pop("propagator")
+    if kind != "farfield":
+        out["pixel_size"] = geometry.pixel_pair(out["pixel_size"])
+        out["padding"] = tuple(int(p) for p in np.broadcast_to(out.get("padding", 0), 2))
+    else:
+        out = {"padding": (0, 0)}
+    if with_kind:
+        out["propagator"] = kind
+    return out
+
+
+def _config_dict(cfg):
+    d = dataclasses.asdict(cfg)
+    d["progress"] = None if cfg.progress is None else getattr(cfg.progress, "__name__", "callback")
+    return d
+
+
+def reconstruct(dataset, config: Config | None = None) -> Result:
+    """Reconstruct `dataset` (a `cuptycho.Dataset`) with `config` (defaults: `Config()`)."""
+    return Reconstruction(dataset, config or Config()).run()

@@ -1,0 +1,341 @@
+"""Starting guesses for a reconstruction: probes from the data or an aperture, flat objects, and
+the least-squares probe scale.
+
+Array-generic where there is an input array: `probe_from_data` and `fit_probe_scale` compute in
+the namespace (NumPy or CuPy) of their data and return arrays there. `probe_aperture` and
+`object_ones` take no array and return NumPy arrays (move them with ``cupy.asarray``).
+Random numbers (extra modes) come from NumPy's generator seeded by `seed`, so every backend
+gets the same guess.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import constraints, geometry, simulate, validation
+from .backend import array_module
+from .constraints import orthogonalize_modes
+
+__all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "MODE_POWER"]
+
+# Default share of the total power given to the extra probe modes together.
+MODE_POWER = 0.05
+
+
+def _mode_power(value, n_modes):
+    v = simulate._real("mode_power", value, low=0.0, high=1.0, high_open=True)
+    if n_modes > 1 and v <= 0:
+        raise ValueError(f"mode_power must be > 0 with n_modes > 1, got {value!r}")
+    return v
+
+
+def _random_complex(seed, shape):
+    """Unit-variance complex Gaussian noise (NumPy, float64) from a seed (int or SeedSequence)."""
+    rng = np.random.default_rng(simulate._seed(seed))
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
+
+
+def _with_modes(p, n_modes, mode_power, seed):
+    """(n_modes, Ny, Nx) from K0 < n_modes complex128 modes p (K0, Ny, Nx), any namespace.
+
+    The given modes are scaled by sqrt(1 - mode_power). The extra modes are the incoherent
+    amplitude sqrt(sum_k |p_k|^2) times seeded complex noise, made orthogonal to the given modes
+    and to each other (Gram-Schmidt, then `orthogonalize_modes`), and scaled to carry
+    mode_power * 2^-k / sum_k 2^-k of the total power (k = 1 .. n_modes - K0, descending), so the
+    total power is unchanged.
+    """
+    xp = array_module(p)
+    k0, shape = p.shape[0], p.shape[-2:]
+    if n_modes == k0:
+        return p
+    flat = p.reshape(k0, -1)
+    total = (xp.abs(flat) ** 2).sum()
+    basis = orthogonalize_modes(flat.reshape(k0, 1, -1)).reshape(k0, -1)
+    bnorm = xp.sqrt((xp.abs(basis) ** 2).sum(axis=1))[:, None]
+    keep = bnorm > 1e-12 * xp.sqrt(total)                   # (rank-deficient input: zero rows drop out)
+    basis = xp.where(keep, basis / xp.where(keep, bnorm, 1.0), 0.0)
+    envelope = xp.sqrt((xp.abs(flat) ** 2).sum(axis=0))
+    cand = envelope * xp.asarray(_random_complex(seed, (n_modes - k0, flat.shape[1])))
+    for _ in range(2):                     # Gram-Schmidt against the given modes, repeated for accuracy
+        cand = cand - (cand @ xp.conj(basis).T) @ basis
+    cand = orthogonalize_modes(cand.reshape(-1, 1, flat.shape[1])).reshape(n_modes - k0, -1)
+    fractions = 0.5 ** np.arange(1, n_modes - k0 + 1)
+    fractions = xp.asarray(mode_power * fractions / fractions.sum())
+    norms = xp.sqrt((xp.abs(cand) ** 2).sum(axis=1))
+    if not bool((norms > 1e-10 * xp.sqrt(total)).all()):
+        raise ValueError(f"could not build {n_modes} independent probe modes (too few non-zero probe pixels)")
+    cand = cand * (xp.sqrt(fractions * total) / norms)[:, None]
+    return xp.concatenate([flat * np.sqrt(1.0 - mode_power), cand], axis=0).reshape(n_modes, *shape)
+
+
+def add_modes(probe, n_modes, *, mode_power=MODE_POWER, seed=0):
+    """Extend a probe to `n_modes` modes with small orthogonal perturbations.
+
+    The K0 given modes are kept (scaled by sqrt(1 - mode_power)); the n_modes - K0 new modes are
+    the incoherent amplitude sqrt(sum_k |P_k|^2) times seeded complex noise, orthogonal to the
+    given modes and to each other, carrying `mode_power` of the total power together (halving
+    from one to the next). The total power is unchanged. This is how `probe_from_data` and
+    `probe_aperture` make their extra modes.
+
+    Parameters
+    ----------
+    probe : (K0, Ny, Nx) or (Ny, Nx) complex64 / complex128, numpy or cupy
+    n_modes : int >= K0
+        K0 returns the probe unchanged (as (K0, Ny, Nx)).
+    mode_power : float in (0, 1)
+    seed : int >= 0
+
+    Returns
+    -------
+    probe : (n_modes, Ny, Nx), the dtype and namespace of probe
+    """
+    xp, probe = constraints._field("probe", probe)
+    p = probe if probe.ndim == 3 else probe[None]
+    n_modes = simulate._count("n_modes", n_modes, low=p.shape[0])
+    mode_power = _mode_power(mode_power, n_modes)
+    if n_modes > p.shape[-2] * p.shape[-1]:
+        raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {p.shape[-2] * p.shape[-1]}")
+    return _with_modes(p.astype(xp.complex128), n_modes, mode_power, seed).astype(probe.dtype)
+
+
+def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=None, seed=0,
+                    mode_power=MODE_POWER, dtype=None, z=None, wavelength=None, pixel_size=None, padding=0):
+    """A probe whose modelled mean pattern, on a flat unit object, is the data's mean pattern.
+
+    The mean pattern m(q) is averaged over the patterns (with a mask: over the patterns where
+    the pixel is valid); pixels valid in no pattern get the mean of the valid pixels.
+
+    - far field (the zero frequency of the data at (Ny//2, Nx//2)): the zero-phase field
+      P0 = fftshift(ifft2(ifftshift(sqrt(m)))) (unitary), the most compact probe with that
+      far-field amplitude, centred on pixel (Ny//2, Nx//2) (symmetric about it; the centre of
+      mass lies there up to the unpaired first row/column of an even window). On a flat unit
+      object its modelled pattern is m exactly.
+    - near field ("angular_spectrum", "fresnel"; a real-space detector image): P0 = sqrt(m)
+      with zero phase, the illumination as recorded, with the total power of m. If `z` is
+      given (with `wavelength` and `pixel_size`, as for `cuptycho.forward`), that field is
+      propagated back to the sample plane with the adjoint of the model's propagator
+      (zero-pad, conj(H_z), crop): without padding and evanescent frequencies this is the exact
+      inverse, and on a flat unit object the modelled pattern is then m exactly.
+
+    The keywords match `cuptycho.forward`, so ``probe_from_data(exp.data,
+    **exp.forward_kwargs())`` works for both geometries (the far field ignores wavelength and
+    pixel_size).
+
+    Extra modes (n_modes > 1, `add_modes`) are small orthogonal perturbations (|P0| times seeded
+    complex noise, orthogonalised) that carry `mode_power` of the total power together (halving
+    from one mode to the next); mode 0 is P0 scaled to keep the rest, so the total power always
+    equals sum m.
+
+    Parameters
+    ----------
+    data : (J, Ny, Nx) or (Ny, Nx) real >= 0, numpy or cupy
+        Measured patterns (or one mean pattern).
+    n_modes : int >= 1
+    propagator : {"farfield", "angular_spectrum", "fresnel"}
+    shape : int or (2,) int, optional
+        Probe shape, at most the pattern shape: the mean pattern is cropped to its central
+        (Ny, Nx) window, [Hd//2 - Ny//2 : ... + Ny] per axis (the zero frequency stays at
+        (Ny//2, Nx//2)); crop the data the same way for the reconstruction. Default: the
+        pattern shape.
+    mask : (Ny, Nx) or (J, Ny, Nx) bool or weights >= 0, optional
+        Valid pixels (> 0), the pattern shape.
+    seed : int >= 0
+        For the extra modes.
+    mode_power : float in [0, 1)
+        Share of the power in the extra modes (used only with n_modes > 1).
+    dtype : complex64 or complex128, optional
+        Default complex128 for float64 data, else complex64.
+    z, wavelength, pixel_size, padding
+        Near field only, optional: back-propagate the guess (see above); as for `cuptycho.forward`.
+        `shape` must then be the pattern shape.
+
+    Returns
+    -------
+    probe : (n_modes, Ny, Nx) complex, the namespace of data
+    """
+    xp = array_module(data)
+    d = xp.asarray(data)
+    if d.ndim == 2:
+        d = d[None]
+    if d.ndim != 3 or 0 in d.shape:
+        raise ValueError(f"data must have shape (J, Ny, Nx) or (Ny, Nx), got {np.shape(data)}")
+    d = validation.data(d, d.shape[0], d.shape[-2:], np.float64)
+    validation.choice("propagator", propagator, geometry.PROPAGATORS)
+    back = propagator in geometry.Z_PROPAGATORS and z is not None
+    if back:
+        prop = validation.propagation(propagator, z, wavelength, pixel_size, padding)
+    elif propagator == "farfield":
+        validation.propagation(propagator, z, wavelength, pixel_size, padding)   # z / padding are errors
+    elif np.any(np.asarray(padding) != 0):
+        raise ValueError("padding is only used to propagate the near-field guess back, which needs z")
+    n_modes = simulate._count("n_modes", n_modes)
+    mode_power = _mode_power(mode_power, n_modes)
+    if dtype is None:
+        source = data.dtype if hasattr(data, "dtype") else np.asarray(data).dtype
+        dtype = np.complex128 if np.dtype(source) == np.float64 else np.complex64
+    dtype = simulate._complex_dtype(dtype)
+    pattern_shape = tuple(d.shape[-2:])
+    shape = pattern_shape if shape is None else simulate._shape("shape", shape, low=1)
+    if shape[0] > pattern_shape[0] or shape[1] > pattern_shape[1]:
+        raise ValueError(f"shape {shape} must not exceed the pattern shape {pattern_shape}")
+    if back and shape != pattern_shape:
+        raise ValueError(f"back-propagation needs the full pattern shape {pattern_shape}, got shape {shape}")
+
+    # the mean pattern over valid pixels
+    w = validation.mask(mask, d.shape[0], pattern_shape, np.float64)
+    if w is None:
+        mean = d.mean(axis=0)
+    else:
+        valid_j = xp.broadcast_to(w > 0, d.shape)
+        count = valid_j.sum(axis=0)
+        mean = xp.where(valid_j, d, 0.0).sum(axis=0) / xp.maximum(count, 1)
+        valid = count > 0
+        if not bool(valid.any()):
+            raise ValueError("mask leaves no valid pixel")
+        mean = xp.where(valid, mean, xp.where(valid, mean, 0.0).sum() / valid.sum())
+
+    # crop to the probe shape about the centre pixel
+    (hd, wd), (ny, nx) = pattern_shape, shape
+    if n_modes > ny * nx:
+        raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {ny * nx}")
+    y0, x0 = hd // 2 - ny // 2, wd // 2 - nx // 2
+    amplitude = xp.sqrt(mean[y0:y0 + ny, x0:x0 + nx])
+    if not bool((amplitude > 0).any()):
+        raise ValueError("the mean pattern is zero: no probe can be derived from it")
+
+    if propagator == "farfield":
+        axes = (-2, -1)
+        p0 = xp.fft.fftshift(xp.fft.ifft2(xp.fft.ifftshift(amplitude.astype(xp.complex128), axes=axes),
+                                          norm="ortho"), axes=axes)
+    else:
+        p0 = amplitude.astype(xp.complex128)
+        if back:
+            p0 = _back_propagate(p0, propagator, prop)
+    return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
+
+
+def _back_propagate(field, kind, prop):
+    """A^H field for the near-field propagator A of the model (MATH.md step 3): pad, F^-1 conj(H) F, crop."""
+    xp = array_module(field)
+    (ny, nx), (py, px) = field.shape, prop["padding"]
+    h, _ = geometry.transfer_function(kind, (ny + 2 * py, nx + 2 * px), prop["z"], prop["wavelength"],
+                                      prop["pixel_size"])
+    padded = xp.pad(field, ((py, py), (px, px)))
+    out = xp.fft.ifft2(xp.conj(xp.asarray(h)) * xp.fft.fft2(padded, norm="ortho"), norm="ortho")
+    return out[py:py + ny, px:px + nx]
+
+
+def probe_aperture(shape, radius_px, n_modes=1, *, defocus_phase=0.0, seed=0, mode_power=MODE_POWER,
+                   dtype=np.complex64):
+    """A uniformly lit circular aperture (a disk of ones) centred on (Ny//2, Nx//2).
+
+    The disk is `simulate.probe_aperture` in pixel units at z = 0 (pixels with
+    y^2 + x^2 <= radius_px^2 about the centre pixel; the centre pixel is always inside),
+    optionally times the quadratic phase exp(i defocus_phase (r / radius_px)^2) of a defocused
+    beam (`defocus_phase` radians at the rim; positive = diverging). Extra modes as in
+    `probe_from_data`. The power is the number of pixels in the disk: fit it to the data with
+    `fit_probe_scale`.
+
+    Parameters
+    ----------
+    shape : int or (2,) int
+        (Ny, Nx).
+    radius_px : float > 0
+        Radius in pixels.
+    n_modes : int >= 1
+    defocus_phase : float
+        Radians at r = radius_px.
+    seed, mode_power
+        As in `probe_from_data`.
+    dtype : complex64 or complex128
+
+    Returns
+    -------
+    probe : (n_modes, Ny, Nx) dtype, NumPy
+    """
+    shape = simulate._shape("shape", shape, low=1)
+    radius = simulate._real("radius_px", radius_px, low=0.0, low_open=True)
+    defocus_phase = simulate._real("defocus_phase", defocus_phase)
+    n_modes = simulate._count("n_modes", n_modes)
+    mode_power = _mode_power(mode_power, n_modes)
+    dtype = simulate._complex_dtype(dtype)
+    if n_modes > shape[0] * shape[1]:
+        raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {shape[0] * shape[1]}")
+    # At z = 0 the transfer function is 1: the disk passes through two unitary FFTs unchanged
+    # up to rounding, which is removed by thresholding the real part (0 or 1 per pixel).
+    disk = simulate.probe_aperture(shape, radius=radius, z=0.0, wavelength=1.0, pixel_size=1.0)
+    p0 = (disk.real > 0.5).astype(np.complex128)
+    if defocus_phase:
+        y, x = simulate._centred_coordinates(shape)
+        p0 = p0 * np.exp(1j * defocus_phase * (y**2 + x**2) / radius**2)
+    return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
+
+
+def object_ones(shape, n_modes=1, dtype=np.complex64, *, seed=0):
+    """A flat object: ones for mode 0, small seeded perturbations for the extra modes.
+
+    Extra object modes are 1e-2 times unit-variance complex Gaussian noise (seeded): small
+    enough to leave the model dominated by mode 0, non-zero so that they receive a gradient
+    (an exactly zero mode has a zero gradient and would stay zero).
+
+    Parameters
+    ----------
+    shape : int or (2,) int
+        (H, W).
+    n_modes : int >= 1
+    dtype : complex64 or complex128
+    seed : int >= 0
+
+    Returns
+    -------
+    obj : (n_modes, H, W) dtype, NumPy
+    """
+    shape = simulate._shape("shape", shape, low=1)
+    n_modes = simulate._count("n_modes", n_modes)
+    dtype = simulate._complex_dtype(dtype)
+    obj = np.ones((n_modes, *shape), dtype=np.complex128)
+    if n_modes > 1:
+        obj[1:] = 1e-2 * _random_complex(seed, (n_modes - 1, *shape))
+    return obj.astype(dtype)
+
+
+def fit_probe_scale(obj, probe, positions, data, mask=None, **forward_kwargs):
+    """The probe scaled so that the modelled intensities best fit the data (least squares).
+
+    s = argmin sum w (s I - d)^2 = sum w I d / sum w I^2 over all patterns and pixels, with
+    I = cuptycho.forward(obj, probe, positions, **forward_kwargs); returns probe * sqrt(s)
+    (intensities are quadratic in the probe). Sums are accumulated in float64 on the data's
+    device; s is read back as one scalar to check it.
+
+    Parameters
+    ----------
+    obj, probe, positions
+        As for `cuptycho.forward` (probe (K, Ny, Nx) or (Ny, Nx)).
+    data : (J, Ny, Nx) real >= 0
+    mask : (Ny, Nx) or (J, Ny, Nx) bool or weights >= 0, optional
+    **forward_kwargs
+        propagator, z, wavelength, pixel_size, padding, backend.
+
+    Returns
+    -------
+    probe : the shape, dtype and namespace of probe
+
+    Raises
+    ------
+    ValueError
+        Bad input, or a model that predicts no intensity where the mask is valid.
+    """
+    from .api import forward
+
+    intensity = forward(obj, probe, positions, **forward_kwargs)
+    xp = array_module(intensity)
+    n, patch = intensity.shape[0], intensity.shape[-2:]
+    d = xp.asarray(validation.data(data, n, patch, np.float64))
+    w = validation.mask(mask, n, patch, np.float64)
+    i = intensity.astype(xp.float64)
+    wi = i if w is None else xp.asarray(w) * i
+    denom = float((wi * i).sum())
+    if not denom > 0:
+        raise ValueError("the model predicts no intensity on the valid pixels; cannot fit a probe scale")
+    s = float((wi * d).sum()) / denom
+    probe = xp.asarray(probe)
+    return (probe * np.sqrt(s).astype(np.finfo(probe.dtype).dtype)).astype(probe.dtype)

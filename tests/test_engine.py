@@ -1,0 +1,238 @@
+"""The reconstruction engine: its mechanisms (unit tests) and its convergence on simulated data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import cuptycho
+from cuptycho import engine, model, simulate
+from cuptycho.engine import Config, Group, reconstruct
+
+
+@pytest.fixture(scope="module")
+def farfield():
+    exp = simulate.preset("small_farfield", seed=1)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    return exp, ds
+
+
+def quick(**kw):
+    return Config(**{"epochs": 3, "batch": 16, "backend": "cpu", **kw})
+
+
+# --------------------------------------------------------------------------- mechanisms
+
+def test_batch_sizes_grow_and_cap():
+    spec = {"start": 4, "factor": 2, "every": 3, "max": 20}
+    sizes = [engine._batch_sizes(spec, e, 49) for e in range(12)]
+    assert sizes == [4, 4, 4, 8, 8, 8, 16, 16, 16, 20, 20, 20]
+    assert engine._batch_sizes("full", 5, 49) == 49 and engine._batch_sizes(64, 0, 49) == 49
+    with pytest.raises(ValueError, match="batch"):
+        engine._batch_sizes({"begin": 4}, 0, 49)
+
+
+def test_growing_batches_are_used_and_every_pattern_is_seen(farfield, monkeypatch):
+    _, ds = farfield
+    seen = []
+    original = engine.Reconstruction.evaluate
+
+    def spy(self, idx, loss, profile=None):
+        seen.append(np.array(idx))
+        return original(self, idx, loss, profile)
+
+    monkeypatch.setattr(engine.Reconstruction, "evaluate", spy)
+    result = reconstruct(ds, quick(epochs=3, batch={"start": 8, "factor": 2, "every": 1}, fit_probe_scale=False))
+    assert [h["batch"] for h in result.history] == [8, 16, 32]
+    per_epoch = np.split(np.concatenate(seen), 3)
+    for idx in per_epoch:                                     # each epoch is a permutation of all patterns
+        assert np.array_equal(np.sort(idx), np.arange(ds.n_patterns))
+
+
+def test_engine_adam_matches_the_reference_formulation():
+    """The kernel-backed optimiser of a group equals the NumPy reference Adam step for step."""
+    rng = np.random.default_rng(0)
+    param = (rng.standard_normal((3, 5)) + 1j * rng.standard_normal((3, 5))).astype(np.complex128)
+    a, b = param.copy(), param.copy()
+    opt_kernel = engine._Adam(a, Group(lr=0.1), "cpu")
+    opt_ref = engine._Adam(b, Group(lr=0.1), "numpy")
+    for _ in range(5):
+        g = rng.standard_normal(param.shape) + 1j * rng.standard_normal(param.shape)
+        opt_kernel.update(a, g)
+        opt_ref.update(b, g)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_loss_switch_keeps_the_gradient_norm_continuous(farfield):
+    _, ds = farfield
+    rec = engine.Reconstruction(ds, quick(epochs=4, loss=[(0, "gaussian"), (2, "poisson")]))
+    result = rec.run()
+    switch = [e for e in result.events if e["event"] == "loss_switch"]
+    assert len(switch) == 1 and switch[0]["epoch"] == 2 and switch[0]["to"] == "poisson"
+    # at the current state: scale * |grad poisson| == |grad gaussian| (continuity, checked afresh)
+    idx = np.arange(ds.n_patterns)
+    rec.loss_scale = 1.0
+    rec.switch_loss(2)
+    _, g_old = rec.evaluate(idx, "gaussian")
+    _, g_new = rec.evaluate(idx, "poisson")
+    np.testing.assert_allclose(rec.loss_scale * np.linalg.norm(g_new["object"]), np.linalg.norm(g_old["object"]),
+                               rtol=1e-6)
+    assert [h["loss_name"] for h in result.history] == ["gaussian", "gaussian", "poisson", "poisson"]
+
+
+def test_position_corrections_stay_clipped(farfield):
+    exp, _ = farfield
+    ds = simulate.preset("small_farfield", seed=1, position_error=3.0).dataset()
+    ds.probe = exp.probe
+    cfg = quick(epochs=4, positions=Group(lr=5.0), max_position_correction=0.75)
+    rec = engine.Reconstruction(ds, cfg)
+    result = rec.run()
+    assert np.abs(rec.correction).max() <= 0.75 + 1e-12
+    assert np.abs(rec.correction).max() > 0.5                 # the large step did push against the limit
+    ny, nx = ds.patch_shape
+    assert np.all(result.positions >= 0)
+    assert np.all(result.positions <= np.array(ds.obj_shape) - (ny, nx))
+
+
+def test_position_l1_pulls_corrections_to_zero(farfield):
+    _, ds = farfield                                          # no position error: gradients are small
+    free = engine.Reconstruction(ds, quick(epochs=4, positions=Group(lr=0.5)))
+    free.run()
+    pulled = engine.Reconstruction(ds, quick(epochs=4, positions=Group(lr=0.5), position_l1=1e9))
+    pulled.run()
+    assert np.sqrt(np.mean(pulled.correction ** 2)) < np.sqrt(np.mean(free.correction ** 2))
+
+
+def test_divergence_restores_the_last_good_state_and_halves_learning_rates(farfield, monkeypatch):
+    _, ds = farfield
+    calls = {"n": 0}
+    original = model.evaluate
+
+    def flaky(*args, **kw):                # the 4th batch of the run returns NaN loss and gradients once
+        calls["n"] += 1
+        value, grads = original(*args, **kw)
+        if calls["n"] == 4:
+            return math.nan, {k: v * np.nan for k, v in grads.items()}
+        return value, grads
+
+    monkeypatch.setattr(model, "evaluate", flaky)
+    result = reconstruct(ds, quick(epochs=3))
+    events = [e for e in result.events if e["event"] == "divergence"]
+    assert len(events) == 1 and events[0]["epoch"] == 0
+    assert len(result.history) == 3 and all(math.isfinite(h["loss"]) for h in result.history)
+    assert result.history[0]["lr"]["object"] == pytest.approx(0.5 * 1e-2)
+
+
+def test_repeated_divergence_stops_with_a_reason(farfield, monkeypatch):
+    _, ds = farfield
+    original = model.evaluate
+    monkeypatch.setattr(model, "evaluate", lambda *a, **k: (math.inf, original(*a, **k)[1]))
+    result = reconstruct(ds, quick(epochs=3, max_divergences=2))
+    assert result.history == []
+    assert result.events[-1] == {"epoch": 0, "event": "stopped", "reason": "diverged too often"}
+    assert np.all(np.isfinite(result.object))
+
+
+def test_early_stopping_and_progress_callback(farfield):
+    _, ds = farfield
+    records = []
+    result = reconstruct(ds, quick(epochs=50, object=Group(lr=1e-9), early_stop={"patience": 3, "min_delta": 1e-3},
+                                   progress=records.append))
+    assert len(result.history) == len(records) < 10
+    assert result.events[-1]["reason"] == "loss plateau"
+    stopped = reconstruct(ds, quick(epochs=10, progress=lambda rec: rec["epoch"] == 1))
+    assert len(stopped.history) == 2 and stopped.events[-1]["reason"] == "progress callback"
+
+
+def test_profile_times_every_stage(farfield):
+    _, ds = farfield
+    result = reconstruct(ds, quick(epochs=2, profile=True))
+    for stage in (*model.STAGES[:2], "likelihood", "exitwave_adj", "scatter", "posgrad", "optimiser", "total"):
+        assert result.timings.get(stage, 0) > 0, stage
+
+
+def test_tv_weight_keeps_its_ratio_to_the_data_loss(farfield):
+    _, ds = farfield
+    rec = engine.Reconstruction(ds, quick(epochs=3, tv={"ratio": 0.05, "p": 2, "q": 1, "eps": 1e-3}))
+    result = rec.run()
+    tv = rec.regs["tv"][0]
+    np.testing.assert_allclose(tv.weight * tv.value(rec.obj, weighted=False), 0.05 * result.history[-1]["loss"],
+                               rtol=1e-6)
+
+
+def test_constraints_run_every_epoch(farfield):
+    exp, ds = farfield
+    ds2 = exp.dataset()
+    ds2.probe = exp.probe
+    cfg = quick(epochs=2, n_probe_modes=2, probe=Group(lr=1e-2),
+                constraints={"orthogonalize_probe": True, "zero_probe_phase": True, "phase_range": (-1.0, 1.0)})
+    rec = engine.Reconstruction(ds2, cfg)
+    rec.run()
+    gram = np.einsum("kyx,lyx->kl", rec.probe.conj(), rec.probe)
+    assert abs(gram[0, 1]) <= 1e-5 * np.sqrt(abs(gram[0, 0] * gram[1, 1]))
+    assert np.linalg.norm(rec.probe[0]) >= np.linalg.norm(rec.probe[1])
+    assert np.all(np.abs(np.angle(rec.obj)) <= 1.0 + 1e-6)
+
+
+def test_bad_configuration_names_the_setting(farfield):
+    _, ds = farfield
+    for cfg, message in [(quick(loss="l1"), "loss must be one of"), (quick(object=Group(lr=-1)), "object.lr"),
+                         (quick(batch=0), "batch must be"), (quick(constraints={"flip": True}), "unknown constraint"),
+                         (quick(init_probe="guess"), "init_probe")]:
+        with pytest.raises(ValueError, match=message):
+            reconstruct(ds, cfg)
+
+
+# --------------------------------------------------------------------------- convergence (CPU, < 1 min each)
+
+def test_farfield_object_from_a_flat_start(farfield):
+    _, ds = farfield
+    result = reconstruct(ds, Config(epochs=40, batch=8, object=Group(lr=0.2), backend="cpu"))
+    assert result.history[-1]["object_correlation"] >= 0.95
+    assert result.loss[-1] < 0.05 * result.loss[0]
+
+
+def test_nearfield_object_from_a_flat_start():
+    exp = simulate.preset("small_nearfield", seed=1)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    result = reconstruct(ds, Config(epochs=20, batch=8, object=Group(lr=0.1), backend="cpu"))
+    assert result.history[-1]["object_correlation"] >= 0.95
+
+
+def test_z_refinement_from_20_percent_off():
+    exp = simulate.preset("small_nearfield", seed=1, z_error=0.2)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    result = reconstruct(ds, Config(epochs=30, batch=8, object=Group(lr=0.05), z=Group(lr=3e-2), backend="cpu"))
+    assert abs(result.z / exp.z - 1) < 0.01
+    assert result.history[0]["z_error"] > 0.05                # it did start far off
+
+
+def test_position_refinement_from_3_px_rms():
+    exp = simulate.preset("small_farfield", seed=1, position_error=3.0)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    result = reconstruct(ds, Config(epochs=100, batch=8, object=Group(lr=0.2), backend="cpu",
+                                    positions=Group(lr=0.2, start_epoch=5,
+                                                    schedule={"kind": "step", "every": 40, "gamma": 0.5})))
+    assert result.history[0]["position_error_rms"] > 2.5
+    assert result.history[-1]["position_error_rms"] < 0.5
+
+
+def test_numpy_backend_runs_the_same_engine(farfield):
+    _, ds = farfield
+    a = reconstruct(ds, quick(epochs=2, backend="numpy", dtype="complex128"))
+    b = reconstruct(ds, quick(epochs=2, backend="cpu", dtype="complex128"))
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-9)
+    np.testing.assert_allclose(a.object, b.object, rtol=1e-8, atol=1e-8)
+
+
+def test_blind_farfield_object_and_probe_from_the_data():
+    """Probe from the mean pattern (DAP), refined with the object: no knowledge of the illumination."""
+    exp = simulate.preset("small_farfield", seed=1)
+    result = reconstruct(exp.dataset(), Config(epochs=150, batch=8, object=Group(lr=0.1), probe=Group(lr=0.05),
+                                               init_probe="data", backend="cpu"))
+    assert result.history[-1]["object_correlation"] >= 0.95
