@@ -14,6 +14,7 @@ import numpy as np
 from . import constraints, geometry, simulate, validation
 from .backend import array_module
 from .constraints import orthogonalize_modes
+from .validation import integer, real_number
 
 __all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "MODE_POWER"]
 
@@ -22,7 +23,7 @@ MODE_POWER = 0.05
 
 
 def _mode_power(value, n_modes):
-    v = simulate._real("mode_power", value, low=0.0, high=1.0, high_open=True)
+    v = real_number("mode_power", value, low=0.0, high=1.0, high_open=True)
     if n_modes > 1 and v <= 0:
         raise ValueError(f"mode_power must be > 0 with n_modes > 1, got {value!r}")
     return v
@@ -90,7 +91,7 @@ def add_modes(probe, n_modes, *, mode_power=MODE_POWER, seed=0):
     """
     xp, probe = constraints._field("probe", probe)
     p = probe if probe.ndim == 3 else probe[None]
-    n_modes = simulate._count("n_modes", n_modes, low=p.shape[0])
+    n_modes = integer("n_modes", n_modes, low=p.shape[0])
     mode_power = _mode_power(mode_power, n_modes)
     if n_modes > p.shape[-2] * p.shape[-1]:
         raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {p.shape[-2] * p.shape[-1]}")
@@ -167,7 +168,7 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
         validation.propagation(propagator, z, wavelength, pixel_size, padding)   # z / padding are errors
     elif np.any(np.asarray(padding) != 0):
         raise ValueError("padding is only used to propagate the near-field guess back, which needs z")
-    n_modes = simulate._count("n_modes", n_modes)
+    n_modes = integer("n_modes", n_modes)
     mode_power = _mode_power(mode_power, n_modes)
     if dtype is None:
         source = data.dtype if hasattr(data, "dtype") else np.asarray(data).dtype
@@ -253,9 +254,9 @@ def probe_aperture(shape, radius_px, n_modes=1, *, defocus_phase=0.0, seed=0, mo
     probe : (n_modes, Ny, Nx) dtype, NumPy
     """
     shape = simulate._shape("shape", shape, low=1)
-    radius = simulate._real("radius_px", radius_px, low=0.0, low_open=True)
-    defocus_phase = simulate._real("defocus_phase", defocus_phase)
-    n_modes = simulate._count("n_modes", n_modes)
+    radius = real_number("radius_px", radius_px, low=0.0, low_open=True)
+    defocus_phase = real_number("defocus_phase", defocus_phase)
+    n_modes = integer("n_modes", n_modes)
     mode_power = _mode_power(mode_power, n_modes)
     dtype = simulate._complex_dtype(dtype)
     if n_modes > shape[0] * shape[1]:
@@ -290,7 +291,7 @@ def object_ones(shape, n_modes=1, dtype=np.complex64, *, seed=0):
     obj : (n_modes, H, W) dtype, NumPy
     """
     shape = simulate._shape("shape", shape, low=1)
-    n_modes = simulate._count("n_modes", n_modes)
+    n_modes = integer("n_modes", n_modes)
     dtype = simulate._complex_dtype(dtype)
     obj = np.ones((n_modes, *shape), dtype=np.complex128)
     if n_modes > 1:

@@ -18,34 +18,14 @@ Kinds (`from_spec` builds them from a dict such as ``{"kind": "step", "every": 1
 from __future__ import annotations
 
 import math
-import numbers
+
+
+from .validation import integer, real_number
 
 __all__ = ["Schedule", "Constant", "Step", "ReduceOnPlateau", "KINDS", "from_spec"]
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float(name, value, *, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (v >= high if high_open else v > high):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
-    return v
-
 
 def _loss(value):
     """The epoch loss as a float; NaN and inf are allowed (they never count as an improvement)."""
@@ -119,9 +99,9 @@ class Schedule:
         self.__dict__.update(fresh.__dict__)
 
     def _load_progress(self, d):
-        self.epochs_done = _int("epochs_done", d["epochs_done"], 0)
+        self.epochs_done = integer("epochs_done", d["epochs_done"], 0)
         self._advance(math.nan)        # the factor follows from the progress (no loss is used)
-        factor = _float("factor", d["factor"], low=0.0, low_open=True)
+        factor = real_number("factor", d["factor"], low=0.0, low_open=True)
         if abs(factor - self.factor) > 1e-12 * self.factor:
             raise ValueError(f"{self.kind} schedule state: factor {factor!r} does not match "
                              f"{self.factor!r} after {self.epochs_done} epochs")
@@ -156,8 +136,8 @@ class Step(Schedule):
 
     def __init__(self, every, gamma):
         super().__init__()
-        self.every = _int("every", every, 1)
-        self.gamma = _float("gamma", gamma, low=0.0, low_open=True)
+        self.every = integer("every", every, 1)
+        self.gamma = real_number("gamma", gamma, low=0.0, low_open=True)
 
     def _advance(self, loss):
         self.factor = self.gamma ** (self.epochs_done // self.every)
@@ -193,11 +173,11 @@ class ReduceOnPlateau(Schedule):
 
     def __init__(self, patience=10, factor=0.1, threshold=1e-4, min_factor=0.0, cooldown=0):
         super().__init__()
-        self.patience = _int("patience", patience, 0)
-        self.reduction = _float("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.threshold = _float("threshold", threshold, low=0.0)
-        self.min_factor = _float("min_factor", min_factor, low=0.0, high=1.0)
-        self.cooldown = _int("cooldown", cooldown, 0)
+        self.patience = integer("patience", patience, 0)
+        self.reduction = real_number("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.threshold = real_number("threshold", threshold, low=0.0)
+        self.min_factor = real_number("min_factor", min_factor, low=0.0, high=1.0)
+        self.cooldown = integer("cooldown", cooldown, 0)
         self.best = math.inf
         self.bad_epochs = 0
         self.cooldown_left = 0
@@ -220,11 +200,11 @@ class ReduceOnPlateau(Schedule):
                 "bad_epochs": self.bad_epochs, "cooldown_left": self.cooldown_left}
 
     def _load_progress(self, d):
-        self.factor = _float("current_factor", d["current_factor"], low=0.0, high=1.0)
-        self.epochs_done = _int("epochs_done", d["epochs_done"], 0)
-        self.best = math.inf if d["best"] is None else _float("best", d["best"])
-        self.bad_epochs = _int("bad_epochs", d["bad_epochs"], 0)
-        self.cooldown_left = _int("cooldown_left", d["cooldown_left"], 0)
+        self.factor = real_number("current_factor", d["current_factor"], low=0.0, high=1.0)
+        self.epochs_done = integer("epochs_done", d["epochs_done"], 0)
+        self.best = math.inf if d["best"] is None else real_number("best", d["best"])
+        self.bad_epochs = integer("bad_epochs", d["bad_epochs"], 0)
+        self.cooldown_left = integer("cooldown_left", d["cooldown_left"], 0)
 
     def _advance(self, loss):
         if loss < self.best * (1.0 - self.threshold):     # False for NaN; inf * (1 - t) = inf

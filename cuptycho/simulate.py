@@ -29,7 +29,7 @@ import scipy.ndimage as ndi
 import scipy.special
 
 from . import geometry
-from .validation import COMPLEX_DTYPES, choice as _choice
+from .validation import COMPLEX_DTYPES, choice as _choice, integer as _count, real_number as _real
 
 __all__ = [
     "IMAGES", "PRESETS", "Geometry", "Experiment",
@@ -56,27 +56,6 @@ _MODE_PHASE_RMS = 0.5
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _real(name, value, *, low=None, high=None, low_open=False, high_open=False):
-    """A finite real scalar within the given bounds, as float; else ValueError naming `name`."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if np.iscomplexobj(value) or not np.isfinite(v):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (v >= high if high_open else v > high):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
-    return v
-
-
-def _count(name, value, low=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
 
 def _shape(name, shape, low=2):
     """(Ny, Nx) from an int or a pair of ints >= low."""

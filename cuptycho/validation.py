@@ -103,6 +103,30 @@ def to_host(arr):
     return arr.get() if array_module(arr) is not np else np.asarray(arr)
 
 
+def real_number(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """A finite real scalar within the given bounds, as float; else ValueError naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if np.iscomplexobj(value) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
+
+
+def integer(name, value, low=1):
+    """An integer >= low (bools rejected), as int; else ValueError naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def choice(name, value, allowed):
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
