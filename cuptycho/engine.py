@@ -71,6 +71,8 @@ class Config:
         a relative min_delta for n epochs; None never stops early.
     progress : called after every epoch with the epoch's record (a dict); returning True stops.
     profile : synchronise at stage boundaries so Result.timings attributes time exactly.
+    metrics_every : with a known truth, compare with it every this many epochs (and at the first
+        and the last): registration against the truth costs more than a small epoch.
     """
     epochs: int = 100
     batch: object = "full"
@@ -96,6 +98,7 @@ class Config:
     backend: str = "auto"
     dtype: str = "complex64"
     profile: bool = False
+    metrics_every: int = 10
     progress: Callable | None = None
 
     def check(self):
@@ -237,6 +240,7 @@ class Reconstruction:
         self.loss_plan = _loss_plan(config.loss)
         self.loss_scale = 1.0
         self.history, self.events, self.timings = [], [], {}
+        self.scanned = None
         if config.fit_probe_scale:
             self._fit_probe_scale()
         self.regs = self._regularisers()
@@ -332,7 +336,10 @@ class Reconstruction:
 
     def step(self, idx, epoch, profile):
         value, grads = self.evaluate(idx, self.loss_name(epoch), profile)
-        t0 = time.perf_counter()
+        with model.stage(profile, "optimiser", self.device):
+            return self._update(idx, epoch, value, grads)
+
+    def _update(self, idx, epoch, value, grads):
         scale = self.loss_scale
         for reg, target in self.regs.values():
             r_value, r_grad = reg.value_and_grad(self.obj if target == "object" else self.probe)
@@ -348,8 +355,6 @@ class Reconstruction:
             self._update_positions(idx, scale * to_host(grads["positions"]))
         if self._active("z", epoch):
             self.opt["z"].update(self.z_rel, np.array([scale * grads["z"] * self.z0]))
-        if profile is not None:
-            profile["optimiser"] = profile.get("optimiser", 0.0) + time.perf_counter() - t0
         return scale * value
 
     def _update_positions(self, idx, grad):
@@ -403,8 +408,7 @@ class Reconstruction:
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
                "lr": {k: o.lr for k, o in self.opt.items()}}
-        truth = self.ds.truth
-        if truth:
+        if self.ds.truth and (epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1):
             rec.update(self.metrics())
         if profile:
             for k, v in profile.items():
@@ -415,7 +419,9 @@ class Reconstruction:
     def metrics(self):
         truth, out = self.ds.truth, {}
         if truth.get("object") is not None:
-            scanned = self.illuminated()
+            if self.scanned is None:                   # the region lit by the initial scan and probe
+                self.scanned = self.illuminated()
+            scanned = self.scanned
             # a linear phase ramp of the object is invisible in far-field data once the probe is refined
             # (it moves into the probe), so it is removed relative to the truth before comparing
             true_obj = np.asarray(truth["object"])[0]
@@ -476,6 +482,9 @@ class Reconstruction:
                     if stale >= cfg.early_stop.get("patience", 10):
                         self.events.append({"epoch": rec["epoch"], "event": "stopped", "reason": "loss plateau"})
                         break
+        if self.history and self.ds.truth and "object_correlation" not in self.history[-1] and \
+                self.ds.truth.get("object") is not None:
+            self.history[-1].update(self.metrics())    # a run that stopped early ends with metrics too
         self.timings["total"] = time.perf_counter() - t_start
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,

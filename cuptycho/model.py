@@ -58,18 +58,37 @@ def _scratch(device, shape, dtype):
     return xp.empty(shape, dtype)
 
 
+@functools.cache
+def nvtx_module():
+    """The `nvtx` package when installed (its ranges show cuptycho's stages in Nsight), else None."""
+    try:
+        import nvtx
+    except ImportError:
+        return None
+    return nvtx
+
+
 @contextlib.contextmanager
-def _stage(profile, name, device):
-    """Add the wall time of the block to profile[name] (synchronising the GPU first and last)."""
-    if profile is None:
+def stage(profile, name, device):
+    """One named stage of a step: an NVTX range on the GPU (when `nvtx` is installed), and with a
+    `profile` dict its wall time added to profile[name] (synchronising the GPU first and last;
+    without one nothing synchronises)."""
+    nv = nvtx_module() if device == "cuda" else None
+    if nv is not None:
+        nv.push_range(message=name, domain="cuptycho")
+    try:
+        if profile is None:
+            yield
+            return
+        sync = __import__("cupy").cuda.get_current_stream().synchronize if device == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
         yield
-        return
-    sync = __import__("cupy").cuda.get_current_stream().synchronize if device == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    yield
-    sync()
-    profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+        sync()
+        profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+    finally:
+        if nv is not None:
+            nv.pop_range(domain="cuptycho")
 
 
 STAGES = ("exitwave", "fft", "propagate", "likelihood", "exitwave_adj", "scatter", "posgrad")
@@ -102,16 +121,16 @@ class _Run:
         """Exit waves of positions j0:j1, propagated to the detector: (buffer, plan, spectrum)."""
         shape = (j1 - j0, self.n_obj, self.n_probe, *self.buf)
         plan = fft.plan(self.device, self.library, shape, self.dtype)
-        with _stage(profile, "exitwave", self.device):
+        with stage(profile, "exitwave", self.device):
             waves = exitwave.exitwave_fwd(obj, probe, positions[j0:j1], self.padding, out=plan.buffer)
-        with _stage(profile, "fft", self.device):
+        with stage(profile, "fft", self.device):
             waves = plan.forward(waves)
         spectrum = None
         if not self.farfield:
             spectrum = _scratch(self.device, shape, self.dtype)
-            with _stage(profile, "propagate", self.device):
+            with stage(profile, "propagate", self.device):
                 propagate.spectrum_fwd(waves, self.h, spectrum_out=spectrum)
-            with _stage(profile, "fft", self.device):
+            with stage(profile, "fft", self.device):
                 waves = plan.inverse(waves)
         return waves, plan, spectrum
 
@@ -145,24 +164,24 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     for j0, j1 in run.chunks:
         pos = positions[j0:j1]
         waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile)
-        with _stage(profile, "likelihood", device):
+        with stage(profile, "likelihood", device):
             likelihood.likelihood(waves, data[j0:j1], mask if mask.ndim == 2 else mask[j0:j1], loss_rows[j0:j1],
                                   loss=loss, n_total=n_pos, padding=run.padding, shift=run.shift,
                                   intensity_scale=run.intensity_scale)
         if not run.farfield:
-            with _stage(profile, "fft", device):
+            with stage(profile, "fft", device):
                 waves = plan.forward(waves)
-            with _stage(profile, "propagate", device):
+            with stage(profile, "propagate", device):
                 propagate.spectrum_adj(waves, run.h, run.kz, spectrum=spectrum, dz_rows=dz_rows[j0:j1])
-        with _stage(profile, "fft", device):
+        with stage(profile, "fft", device):
             waves = plan.inverse(waves)
         grad_patches = _scratch(device, (j1 - j0, run.n_obj, *run.patch), run.dtype)
-        with _stage(profile, "exitwave_adj", device):
+        with stage(profile, "exitwave_adj", device):
             exitwave.exitwave_adj(obj, probe, pos, waves, run.padding, grad_patches=grad_patches,
                                   grad_probe=grad_probe)
-        with _stage(profile, "scatter", device):
+        with stage(profile, "scatter", device):
             sampling.patch_adj(grad_patches, pos, obj.shape, out=grad_obj)
-        with _stage(profile, "posgrad", device):
+        with stage(profile, "posgrad", device):
             sampling.patch_posgrad(obj, pos, grad_patches, out=grad_pos[j0:j1])
     grads = {"object": grad_obj, "probe": grad_probe, "positions": grad_pos}
     if dz_rows is not None:
@@ -176,7 +195,7 @@ def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=N
     if device == "numpy":
         prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
                                          pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
-        with _stage(profile, "reference", device):
+        with stage(profile, "reference", device):
             return reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
     return loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
                          wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile)

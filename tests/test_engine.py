@@ -236,3 +236,24 @@ def test_blind_farfield_object_and_probe_from_the_data():
     result = reconstruct(exp.dataset(), Config(epochs=150, batch=8, object=Group(lr=0.1), probe=Group(lr=0.05),
                                                init_probe="data", backend="cpu"))
     assert result.history[-1]["object_correlation"] >= 0.95
+
+
+def test_stages_are_nvtx_ranges_on_the_gpu(monkeypatch):
+    """With the nvtx package, each stage of a cuda step is one push/pop pair named like Result.timings."""
+    calls = []
+
+    class FakeNvtx:
+        @staticmethod
+        def push_range(message, domain):
+            calls.append(("push", message, domain))
+
+        @staticmethod
+        def pop_range(domain):
+            calls.append(("pop", domain))
+
+    monkeypatch.setattr(model, "nvtx_module", lambda: FakeNvtx)
+    with model.stage(None, "likelihood", "cuda"):
+        pass
+    with model.stage(None, "fft", "cpu"):                     # no ranges off the GPU
+        pass
+    assert calls == [("push", "likelihood", "cuptycho"), ("pop", "cuptycho")]
