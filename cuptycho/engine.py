@@ -241,6 +241,8 @@ class Reconstruction:
         self.loss_scale = 1.0
         self.history, self.events, self.timings = [], [], {}
         self.scanned = None
+        self.epoch, self.finished, self.stop_requested = 0, False, False
+        self.best, self.stale, self.divergences = math.inf, 0, 0
         if config.fit_probe_scale:
             self._fit_probe_scale()
         self.regs = self._regularisers()
@@ -442,27 +444,32 @@ class Reconstruction:
         ill = reference.patch_adj(np.ascontiguousarray(patches), pos, (1, *self.obj.shape[1:])).real[0]
         return ill > 0.1 * ill.max()
 
-    def run(self) -> Result:
+    def stop(self):
+        """Ask a running `run` to stop after the current epoch (safe from a signal handler)."""
+        self.stop_requested = True
+
+    def run(self, until: int | None = None) -> Result:
+        """Run (or continue) up to epoch `until` (default: Config.epochs) and return the Result."""
         cfg = self.cfg
+        until = cfg.epochs if until is None else min(until, cfg.epochs)
         good = self.snapshot()
-        best, stale = math.inf, 0
-        epoch, divergences = 0, 0
         t_start = time.perf_counter()
-        while epoch < cfg.epochs:
-            if epoch > 0 and self.loss_name(epoch) != self.loss_name(epoch - 1):
+        while self.epoch < until and not self.finished:
+            epoch = self.epoch
+            if epoch > 0 and self.loss_name(epoch) != self.loss_name(epoch - 1) and \
+                    not any(e["event"] == "loss_switch" and e["epoch"] == epoch for e in self.events):
                 self.switch_loss(epoch)
             t0 = time.perf_counter()
             loss, size, profile = self.run_epoch(epoch)
             if not (math.isfinite(loss) and self._finite()):
-                divergences += 1
+                self.divergences += 1
                 self.restore(good)
                 for opt in self.opt.values():
                     opt.lr_scale *= 0.5
                 self.events.append({"epoch": epoch, "event": "divergence", "action": "restored the last good state "
                                     "and halved every learning rate", "lr_scale": self.opt["object"].lr_scale})
-                if divergences > cfg.max_divergences:
-                    self.events.append({"epoch": epoch, "event": "stopped", "reason": "diverged too often"})
-                    break
+                if self.divergences > cfg.max_divergences:
+                    self._finish(epoch, "diverged too often")
                 continue
             for opt in self.opt.values():
                 opt.schedule.step(loss)
@@ -470,25 +477,79 @@ class Reconstruction:
             self.adapt_tv(loss)
             rec = self.record(epoch, loss, size, time.perf_counter() - t0, profile)
             good = self.snapshot()
-            epoch += 1
+            self.epoch += 1
             if cfg.progress is not None and cfg.progress(rec):
-                self.events.append({"epoch": rec["epoch"], "event": "stopped", "reason": "progress callback"})
-                break
-            if cfg.early_stop:
-                if loss < best * (1 - cfg.early_stop.get("min_delta", 1e-4)):
-                    best, stale = loss, 0
+                self._finish(epoch, "progress callback")
+            elif cfg.early_stop:
+                if loss < self.best * (1 - cfg.early_stop.get("min_delta", 1e-4)):
+                    self.best, self.stale = loss, 0
                 else:
-                    stale += 1
-                    if stale >= cfg.early_stop.get("patience", 10):
-                        self.events.append({"epoch": rec["epoch"], "event": "stopped", "reason": "loss plateau"})
-                        break
-        if self.history and self.ds.truth and "object_correlation" not in self.history[-1] and \
-                self.ds.truth.get("object") is not None:
+                    self.stale += 1
+                    if self.stale >= cfg.early_stop.get("patience", 10):
+                        self._finish(epoch, "loss plateau")
+            if self.stop_requested:
+                self.stop_requested = False
+                self.events.append({"epoch": epoch, "event": "interrupted"})
+                break
+        if (self.finished or self.epoch >= cfg.epochs) and self.history and self.ds.truth and \
+                "object_correlation" not in self.history[-1] and self.ds.truth.get("object") is not None:
             self.history[-1].update(self.metrics())    # a run that stopped early ends with metrics too
-        self.timings["total"] = time.perf_counter() - t_start
+        self.timings["total"] = self.timings.get("total", 0.0) + time.perf_counter() - t_start
+        return self.result()
+
+    def _finish(self, epoch, reason):
+        self.finished = True
+        self.events.append({"epoch": epoch, "event": "stopped", "reason": reason})
+
+    def result(self) -> Result:
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
-                      config=_config_dict(cfg), device=self.device)
+                      config=_config_dict(self.cfg), device=self.device)
+
+    # ---- checkpoints
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly: parameters, optimiser and schedule
+        states, the minibatch RNG, the loss scale, the TV weight, counters and the history.
+        Arrays are NumPy; everything else is JSON-serialisable."""
+        state = {
+            "epoch": self.epoch, "finished": self.finished, "best": self.best, "stale": self.stale,
+            "divergences": self.divergences, "loss_scale": self.loss_scale, "rng": self.rng.bit_generator.state,
+            "history": self.history, "events": self.events, "timings": self.timings,
+            "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
+            "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
+                       "z_rel": self.z_rel.copy()},
+            "optimisers": {},
+        }
+        for name, opt in self.opt.items():
+            state["arrays"][f"{name}.m"], state["arrays"][f"{name}.v"] = to_host(opt.m), to_host(opt.v)
+            state["optimisers"][name] = {"step": opt.step_count, "lr_scale": opt.lr_scale, "unit": opt.unit,
+                                         "schedule": opt.schedule.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict):
+        """Continue from `state_dict()` output (same dataset and configuration)."""
+        arrays = state["arrays"]
+        if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape:
+            raise ValueError(f"checkpoint holds an object {arrays['object'].shape} and a probe "
+                             f"{arrays['probe'].shape}; this run has {self.obj.shape} and {self.probe.shape}")
+        dev = (lambda a: backends.to_device(self.device, a))
+        self.obj = dev(arrays["object"].astype(self.dtype))
+        self.probe = dev(arrays["probe"].astype(self.dtype))
+        self.correction = arrays["correction"].astype(np.float64)
+        self.z_rel = arrays["z_rel"].astype(np.float64)
+        for name, opt in self.opt.items():
+            o = state["optimisers"][name]
+            host = name in ("positions", "z")
+            opt.m = arrays[f"{name}.m"] if host else dev(arrays[f"{name}.m"])
+            opt.v = arrays[f"{name}.v"] if host else dev(arrays[f"{name}.v"])
+            opt.step_count, opt.lr_scale, opt.unit = o["step"], o["lr_scale"], o["unit"]
+            opt.schedule.load_state_dict(o["schedule"])
+        self.rng.bit_generator.state = state["rng"]
+        for key in ("epoch", "finished", "best", "stale", "divergences", "loss_scale"):
+            setattr(self, key, state[key])
+        self.history, self.events, self.timings = list(state["history"]), list(state["events"]), dict(state["timings"])
+        if state.get("tv_weight") is not None and "tv" in self.regs:
+            self.regs["tv"][0].weight = state["tv_weight"]
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""

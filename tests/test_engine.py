@@ -257,3 +257,53 @@ def test_stages_are_nvtx_ranges_on_the_gpu(monkeypatch):
     with model.stage(None, "fft", "cpu"):                     # no ranges off the GPU
         pass
     assert calls == [("push", "likelihood", "cuptycho"), ("pop", "cuptycho")]
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(farfield, tmp_path):
+    """Checkpoint after 3 epochs, resume in a fresh Reconstruction, finish: the same result."""
+    from cuptycho import checkpoint
+
+    exp, _ = farfield
+    ds = simulate.preset("small_farfield", seed=1, position_error=2.0).dataset()
+    ds.probe = exp.probe
+    cfg = dict(epochs=6, batch=8, object=Group(lr=0.1), probe=Group(lr=0.02), positions=Group(lr=0.1, start_epoch=2),
+               loss=[(0, "gaussian"), (4, "poisson")], tv={"ratio": 0.01, "eps": 1e-3}, seed=3, backend="cpu",
+               dtype="complex128", metrics_every=1, object_modes=Group(lr=0.01), n_object_modes=2)
+    straight = reconstruct(ds, Config(**cfg))
+
+    first = engine.Reconstruction(ds, Config(**cfg))
+    first.run(until=3)
+    path = tmp_path / "run.ckpt.npz"
+    checkpoint.save(first.state_dict(), path)
+    resumed = engine.Reconstruction(ds, Config(**cfg))
+    resumed.load_state_dict(checkpoint.load(path))
+    result = resumed.run()
+
+    assert [h["epoch"] for h in result.history] == list(range(6))
+    np.testing.assert_allclose(result.loss, straight.loss, rtol=1e-9)
+    np.testing.assert_allclose(result.object, straight.object, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(result.positions, straight.positions, rtol=0, atol=1e-9)
+
+
+def test_stop_request_ends_the_run_after_the_epoch(farfield):
+    _, ds = farfield
+    rec = engine.Reconstruction(ds, quick(epochs=10))
+    cfg_progress = []
+
+    def progress(r):
+        cfg_progress.append(r["epoch"])
+        if r["epoch"] == 2:
+            rec.stop()                                       # as a SIGINT handler would
+    rec.cfg.progress = progress
+    result = rec.run()
+    assert len(result.history) == 3 and result.events[-1] == {"epoch": 2, "event": "interrupted"}
+    assert len(rec.run().history) == 10                     # and it can continue to the end
+
+
+def test_checkpoint_files_are_validated(tmp_path):
+    from cuptycho import checkpoint
+
+    bad = tmp_path / "x.npz"
+    np.savez(bad, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a readable cuptycho checkpoint"):
+        checkpoint.load(bad)
