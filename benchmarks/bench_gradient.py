@@ -20,6 +20,8 @@ import numpy as np
 
 from common import case, timer
 
+from cuptycho.io.atomic import open_atomic
+
 from cuptycho import backend, fft, model, reference
 
 GEOMETRY = dict(z=1e-6, wavelength=1e-10, pixel_size=1e-8)
@@ -102,9 +104,8 @@ def main(argv=None):
         meta = dict(benchmark="bench_gradient", header=header, device=args.device, propagator=args.propagator,
                     loss=args.loss, dtype=args.dtype, fft=library, threads=threads, chunk_bytes=model.CHUNK_BYTES,
                     cpu_count=os.cpu_count(), machine=platform.platform())
-        with open(args.json + ".tmp", "w") as fh:
+        with open_atomic(args.json, "w", overwrite=True) as fh:
             json.dump(dict(meta=meta, rows=rows), fh, indent=1)
-        os.replace(args.json + ".tmp", args.json)
 
 
 if __name__ == "__main__":

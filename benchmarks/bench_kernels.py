@@ -18,6 +18,8 @@ import platform
 import numpy as np
 from common import case, timer
 
+from cuptycho.io.atomic import open_atomic
+
 from cuptycho import backend, reference
 from cuptycho.launchers import adam, exitwave, likelihood, propagate, sampling
 
@@ -97,10 +99,9 @@ def main(argv=None):
                     print(f"{name:>14} {n:>4} {batch:>4} {modes:>2} {1e3 * t:>8.2f} {nbytes / t / 1e9:>7.1f} "
                           f"{1e3 * t_ref:>9.2f} {t_ref / t:>10.1f}", flush=True)
     if args.json:
-        with open(args.json + ".tmp", "w") as fh:
+        with open_atomic(args.json, "w", overwrite=True) as fh:
             json.dump(dict(meta=dict(benchmark="bench_kernels", device=args.device, dtype=args.dtype,
                                      machine=platform.platform(), cpu_count=os.cpu_count()), rows=rows), fh, indent=1)
-        os.replace(args.json + ".tmp", args.json)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from common import case, timer
 
 import cuptycho
 from cuptycho import reference
+from cuptycho.io.atomic import open_atomic
 
 median_time = timer("cpu")
 
@@ -76,9 +77,8 @@ def main(argv=None):
         meta = dict(benchmark="bench_reference", propagator=args.propagator, loss=args.loss, dtype=args.dtype,
                     fft="scipy.fft", cpu_count=os.cpu_count(), machine=platform.platform(),
                     numpy=np.__version__, scipy=scipy.__version__)
-        with open(args.json + ".tmp", "w") as fh:
+        with open_atomic(args.json, "w", overwrite=True) as fh:
             json.dump(dict(meta=meta, rows=rows), fh, indent=1)
-        os.replace(args.json + ".tmp", args.json)
 
 
 if __name__ == "__main__":

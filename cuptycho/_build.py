@@ -19,8 +19,9 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from .io.atomic import atomic_path
 
 CXXFLAGS = ("-x", "c++", "-std=c++17", "-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
 
@@ -96,17 +97,11 @@ def compile_cpu(output: Path) -> None:
     """Compile every kernel source into the shared library `output` (atomically)."""
     cxx = compiler()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *CXXFLAGS, f"-I{kernel_dir()}", *map(str, sources()), "-o", tmp]
+    with atomic_path(output, overwrite=True) as tmp:       # concurrent builds: the last rename wins
+        cmd = [cxx, *CXXFLAGS, f"-I{kernel_dir()}", *map(str, sources()), "-o", str(tmp)]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
             raise KernelBuildError(f"compiling the CPU kernels failed:\n{' '.join(cmd)}\n{run.stderr}")
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @functools.cache

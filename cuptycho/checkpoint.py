@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .io.atomic import open_atomic
 
 FORMAT = "cuptycho-checkpoint-1"
 
@@ -19,18 +20,8 @@ def save(state: dict, path) -> None:
     meta = {k: v for k, v in state.items() if k != "arrays"}
     members = {f"array/{k}": v for k, v in state["arrays"].items()}
     members["state.json"] = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **members)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with open_atomic(path, "wb", overwrite=True) as fh:
+        np.savez(fh, **members)
 
 
 def load(path) -> dict:
