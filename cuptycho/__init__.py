@@ -6,7 +6,8 @@ gradient engine. Conventions are in MATH.md and the README. Submodules: `referen
 """
 from .api import forward, loss_and_grad
 from .dataset import Dataset
-from .engine import Config, Group, Result, reconstruct
+from .engine import Config, Group, Reconstruction, Result, reconstruct
 
 __version__ = "0.1.0"
-__all__ = ["forward", "loss_and_grad", "Dataset", "Config", "Group", "Result", "reconstruct", "__version__"]
+__all__ = ["forward", "loss_and_grad", "Dataset", "Config", "Group", "Reconstruction", "Result", "reconstruct",
+           "__version__"]
