@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def load(path) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["state.json"]).decode())
             arrays = {k[len("array/"):]: npz[k] for k in npz.files if k.startswith("array/")}
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{os.fspath(path)} is not a readable cuptycho checkpoint ({err})") from None
     if meta.pop("format", None) != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a {FORMAT} file")

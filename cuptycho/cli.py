@@ -1,9 +1,46 @@
-"""Command line: argparse plumbing only; the work lives in the library modules."""
+"""Command line: `cuptycho simulate | reconstruct | show | info | bench | demo`.
+
+    cuptycho simulate small_farfield -o sim.cxi
+    cuptycho info sim.cxi
+    cuptycho reconstruct sim.cxi --config run.toml -o recon.cxi --checkpoint-every 50
+    cuptycho show recon.cxi -o recon.png
+
+User errors (bad files, bad configuration, an output that exists) are one line
+``cuptycho: error: ...`` on stderr and exit code 2, without a traceback (set CUPTYCHO_DEBUG=1 to
+see one). `reconstruct` stops after the current epoch on SIGINT / SIGTERM, writes a checkpoint
+(``OUT`` with the suffix ``.ckpt.npz``), prints the command that resumes it and exits with 130 /
+143; a second SIGINT stops at once, without a checkpoint. Outputs are written atomically and an
+existing file is replaced only with ``--force``.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shlex
+import signal
 import sys
+import time
+import warnings
+from pathlib import Path
 
+EXIT_USAGE = 2
+
+
+def _say(message: str) -> None:
+    print(f"cuptycho: {message}", file=sys.stderr, flush=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each (through tqdm while a progress bar is drawn)."""
+    text = f"cuptycho: warning: {message}"
+    if _Progress.active is not None:
+        _Progress.active.write(text)
+    else:
+        print(text, file=sys.stderr if file is None else file, flush=True)
+
+
+# --------------------------------------------------------------------------- demo
 
 def demo(args) -> int:
     """Simulate a small experiment and reconstruct it with the gradient engine.
@@ -39,22 +76,483 @@ def demo(args) -> int:
     return 0 if corr > 0.9 else 1
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cuptycho", description="Ptychographic reconstruction engine.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------- simulate
+
+def measurement(exp):
+    """A simulated `Experiment` as a measurement file would record it: the patterns, the nominal
+    (perturbed) positions in pixels and metres, the geometry with its detector quantities (near
+    field: the parallel-beam detector at the nominal z), no probe guess and no truth."""
+    import numpy as np
+
+    from .dataset import Dataset
+
+    pixel = np.asarray(exp.pixel_size, dtype=np.float64)
+    common = dict(data=exp.data, positions=exp.positions_start, propagator=exp.propagator,
+                  obj_shape=tuple(exp.obj.shape[-2:]), wavelength=exp.wavelength, pixel_size=tuple(pixel),
+                  positions_m=exp.positions_start * pixel, metadata={"source": "cuptycho simulate"})
+    if exp.propagator == "farfield":
+        return Dataset(**common, detector_distance=exp.detector_distance,
+                       detector_pixel_size=exp.detector_pixel_size)
+    return Dataset(**common, z=exp.z_start, padding=exp.padding, detector_distance=exp.z_start,
+                   detector_pixel_size=tuple(pixel), geometry_kind="nearfield")
+
+
+def simulate_cmd(args) -> int:
+    from . import config as C
+    from . import io, simulate
+
+    options = {}
+    if args.config:
+        run = C.load(args.config)
+        if run.simulate is None:
+            raise ValueError(f"config {args.config}: no [simulate] table (give a preset name instead, or add "
+                             "[simulate] with preset = \"small_farfield\" and simulate() keywords)")
+        options = dict(run.simulate)
+    name = args.preset or options.pop("preset", None) or "small_farfield"
+    options.pop("preset", None)
+    if args.seed is not None:
+        options["seed"] = args.seed
+    io.atomic.check_writable(args.output, overwrite=args.force)
+    try:
+        exp = simulate.preset(name, **options)
+    except TypeError as err:                   # a keyword simulate() does not take
+        raise ValueError(f"[simulate]: {err}") from None
+    ds = measurement(exp)
+    io.write_cxi(args.output, ds, overwrite=args.force)
+    print(f"cuptycho: wrote {args.output}: preset {name!r}"
+          + (f" with {', '.join(f'{k}={v!r}' for k, v in options.items())}" if options else ""))
+    print(ds.describe())
+    return 0
+
+
+# --------------------------------------------------------------------------- info, show, bench
+
+def info_cmd(args) -> int:
+    from . import io
+
+    print(io.info(args.file))
+    return 0
+
+
+def show_cmd(args) -> int:
+    from . import report
+
+    out = report.write_report(args.result, args.output, overwrite=args.force)
+    print(f"cuptycho: wrote {out}")
+    return 0
+
+
+def _bench_module():
+    """benchmarks/bench_gradient.py of a source checkout, imported, or None (an installed wheel)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gradient.py"
+    if not path.exists():
+        return None
+    sys.path.insert(0, str(path.parent))      # it imports its neighbour `common`
+    try:
+        spec = importlib.util.spec_from_file_location("cuptycho_bench_gradient", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except Exception as err:                  # a broken checkout: fall back to the built-in timing
+        _say(f"note: cannot import {path} ({type(err).__name__}: {err}); using the built-in timing")
+        return None
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def bench_cmd(args) -> int:
+    module = None if args.builtin else _bench_module()
+    if module is not None:
+        argv = list(args.options) or ["--quick", "--no-reference"]
+        if args.backend in ("cpu", "cuda") and "--device" not in argv:
+            argv += ["--device", args.backend]
+        print(f"cuptycho bench: benchmarks/bench_gradient.py {shlex.join(argv)}", flush=True)
+        module.main(argv)
+        return 0
+    if args.options:
+        raise ValueError(f"bench options {shlex.join(args.options)} are for benchmarks/bench_gradient.py, which is "
+                         "not available here (only in a source checkout)")
+    return _builtin_bench(args)
+
+
+def _builtin_bench(args) -> int:
+    """Median time of one loss_and_grad over all patterns of the small far-field preset."""
+    import statistics
+
+    from . import backend as backends
+    from . import loss_and_grad, simulate
+
+    device = backends.resolve(args.backend)
+    exp = simulate.preset("small_farfield", seed=0)
+    kw = dict(backend=device, **exp.forward_kwargs())
+    obj, probe, pos, data = exp.obj, exp.probe, exp.positions, exp.data
+    if device == "cuda":
+        cp = backends.cupy_module()
+        obj, probe, data = cp.asarray(obj), cp.asarray(probe), cp.asarray(data)
+    loss_and_grad(obj, probe, pos, data, **kw)                     # compile / plan / warm up
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        value, grads = loss_and_grad(obj, probe, pos, data, **kw)
+        float(value)                                               # waits for the device
+        times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    n, ny, nx = exp.data.shape
+    print(f"cuptycho bench (built-in): loss_and_grad on {device}, {n} patterns of {ny} x {nx}, "
+          f"{exp.probe.shape[0]} probe mode(s), {exp.propagator}, {exp.obj.dtype}: median of {args.repeat} "
+          f"{1e3 * t:.2f} ms ({1e6 * t / n:.1f} us per pattern)")
+    return 0
+
+
+# --------------------------------------------------------------------------- reconstruct
+
+class _Progress:
+    """Config.progress: a tqdm bar (epoch, loss, z, RMS position correction) on a terminal, else a log
+    line every few epochs (the first and last included)."""
+
+    active = None                               # the tqdm bar being drawn, for warnings
+
+    def __init__(self, mode, total, initial):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self.mode, self.total, self.first = mode, total, True
+        self.every = max(1, total // 20)
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr, dynamic_ncols=True,
+                            desc="cuptycho")
+            _Progress.active = self.bar
+
+    @staticmethod
+    def _fields(rec):
+        text = f"loss {rec['loss']:.5g}"
+        if rec.get("z") is not None:
+            text += f"  z {rec['z']:.6g} m"
+        text += f"  pos-rms {rec.get('position_correction_rms', 0.0):.3g} px"
+        return text
+
+    def __call__(self, rec):
+        epoch = rec["epoch"]
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._fields(rec), refresh=False)
+            self.bar.update(1)
+        elif self.mode == "log" and (self.first or (epoch + 1) % self.every == 0 or epoch + 1 == self.total):
+            print(f"epoch {epoch + 1}/{self.total}  {self._fields(rec)}  {rec['seconds']:.3g} s", file=sys.stderr,
+                  flush=True)
+        self.first = False
+        return False                             # never asks the engine to stop
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            _Progress.active = None
+
+
+class _StopOnSignal:
+    """While active, SIGINT and SIGTERM ask the reconstruction to stop after the current epoch
+    (`Reconstruction.stop`); a second SIGINT raises KeyboardInterrupt at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, rec):
+        self.rec, self.signum, self.previous = rec, None, {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt("a second SIGINT: stopped at once, without writing a checkpoint")
+        self.signum = self.signum or signum
+        self.rec.stop()
+
+    def __enter__(self):
+        for s in self.SIGNALS:
+            self.previous[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False
+
+
+def checkpoint_path(out) -> Path:
+    """Where `reconstruct -o OUT` keeps its checkpoint: OUT with the suffix ``.ckpt.npz``."""
+    out = Path(os.fspath(out))
+    return out.with_suffix(".ckpt.npz") if out.suffix else out.with_name(out.name + ".ckpt.npz")
+
+
+def _default_output(data) -> Path:
+    name = Path(os.fspath(data)).name
+    for suffix in (".bz2", ".npz", ".cxi", ".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".tif", ".tiff"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return Path(f"{name}.result.cxi")
+
+
+_RESUME_FREE = {"epochs", "backend", "profile", "metrics_every"}      # may differ when resuming
+
+
+def _differences(a: dict, b: dict, prefix=""):
+    """Dotted keys whose values differ between two TOML documents (engine options only)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if not prefix and (k in _RESUME_FREE or k in ("data", "output", "simulate")):
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k in ("object", "object_modes", "probe", "positions",
+                                                                   "z"):
+            out += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append((f"{prefix}{k}", va, vb))
+    return out
+
+
+def load_checkpoint(path) -> dict:
+    """`checkpoint.load`, with a damaged file (which the zip reader reports as BadZipFile, not an
+    OSError or ValueError) reported as a ValueError too."""
+    import zipfile
+
+    from . import checkpoint
+
+    try:
+        return checkpoint.load(path)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{os.fspath(path)} is not a readable cuptycho checkpoint ({err})") from None
+
+
+def reconstruct_cmd(args) -> int:
+    from . import checkpoint, io
+    from . import config as C
+    from .engine import Reconstruction
+
+    # the configuration: a file, the checkpoint's own, or the engine's defaults
+    run = C.load(args.config) if args.config else C.RunConfig()
+    state, saved = None, None
+    if args.resume:
+        state = load_checkpoint(args.resume)
+        saved = state.get("cli")
+        if saved is None and not args.config:
+            raise ValueError(f"{args.resume} records no configuration (it was not written by the command line); "
+                             "pass the run's --config")
+        if saved is not None:
+            saved_run = C.from_dict(saved["config"], source=f"checkpoint {args.resume}")
+            if args.config:
+                diff = _differences(C.to_dict(run.engine), C.to_dict(saved_run.engine))
+                if diff:
+                    key, mine, theirs = diff[0]
+                    raise ValueError(f"--config {args.config} sets {key} = {mine!r} but the checkpoint's run used "
+                                     f"{theirs!r} ({len(diff)} difference(s)); a resumed run continues with the "
+                                     "same settings: leave out --config to use the checkpoint's")
+            else:
+                run = saved_run
+    data = args.data or run.data.get("path") or (saved or {}).get("data")
+    if data is None:
+        raise ValueError("no data file: give DATA, or path in the config's [data] table")
+    if saved is not None and Path(data).resolve() != Path(saved["data"]).resolve():
+        _say(f"note: the checkpoint was made from {saved['data']}; continuing with {data}")
+    cfg = run.engine
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    if args.backend is not None:
+        cfg.backend = args.backend
+    every = args.checkpoint_every if args.checkpoint_every is not None else run.output.get("checkpoint_every", 0)
+    if every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {every}")
+
+    # outputs: refuse before any work is done
+    out = Path(args.output) if args.output else _default_output(data)
+    ckpt = checkpoint_path(out)
+    if Path(data).exists() and out.resolve() == Path(data).resolve():
+        raise ValueError(f"the output {out} is the input data file; choose another -o")
+    io.atomic.check_writable(out, overwrite=args.force)
+    resuming_here = bool(args.resume) and Path(args.resume).resolve() == ckpt.resolve()
+    if ckpt.exists() and not args.force and not resuming_here:
+        raise FileExistsError(f"{ckpt} already exists (the checkpoint of an earlier run?): continue it with "
+                              f"--resume {ckpt}, or pass --force to start afresh and replace it")
+
+    # data and engine
+    try:
+        ds = io.load(data, **C.reader_options(run.data))
+    except TypeError as err:
+        raise ValueError(f"{data}: a [data] option does not apply to this kind of file ({err})") from None
+    if "init_probe" not in run.explicit and ds.probe is None and saved is None:
+        cfg.init_probe = "data"
+        if "probe.enabled" not in run.explicit:
+            cfg.probe = dataclasses.replace(cfg.probe, enabled=True)
+        _say("note: the data file has no probe guess: the probe starts from the data's mean pattern "
+             "(init_probe = \"data\") and is refined ([probe] enabled = true)")
+    rec = Reconstruction(ds, cfg)
+    cfg = rec.cfg
+    effective = C.to_dict(dataclasses.replace(cfg, backend=rec.device, progress=None),
+                          data={**run.data, "path": os.fspath(Path(data).resolve())},
+                          output={"checkpoint_every": every})
+    if state is not None:
+        n = ds.n_patterns
+        have = state["arrays"].get("correction")
+        if have is None or have.shape != (n, 2):
+            raise ValueError(f"{args.resume} was made for {None if have is None else have.shape[0]} positions; "
+                             f"{data} has {n}")
+        try:
+            rec.load_state_dict(state)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"{args.resume} does not fit this run ({type(err).__name__}: {err})") from None
+
+    def save_checkpoint():
+        st = rec.state_dict()
+        st["cli"] = {"config": effective, "data": os.fspath(Path(data).resolve()), "output": os.fspath(out)}
+        checkpoint.save(st, ckpt)
+
+    start = rec.epoch
+    n, ny, nx = ds.data.shape
+    _say(f"reconstructing {data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
+         f"{cfg.epochs} epochs on {rec.device}" + (f", resumed at epoch {start}" if state is not None else "")
+         + (f", checkpoint every {every} epochs" if every else ""))
+    progress = _Progress(args.progress, cfg.epochs, start)
+    # a plain function, not the _Progress object: Result.config deep-copies Config.progress (engine
+    # `_config_dict` runs dataclasses.asdict before dropping it), and a tqdm bar cannot be copied
+    cfg.progress = lambda rec: progress(rec)
+    t0 = time.perf_counter()
+    with _StopOnSignal(rec) as stop:
+        try:
+            while rec.epoch < cfg.epochs and not rec.finished and stop.signum is None:
+                until = cfg.epochs if not every else min(cfg.epochs, (rec.epoch // every + 1) * every)
+                rec.run(until=until)
+                if stop.signum is None and every and rec.epoch % every == 0 and rec.epoch < cfg.epochs \
+                        and not rec.finished:
+                    save_checkpoint()
+        finally:
+            progress.close()
+        complete = rec.epoch >= cfg.epochs or rec.finished
+        if not complete:                       # stopped by a signal: checkpoint, say how to resume
+            save_checkpoint()
+            name = signal.Signals(stop.signum).name
+            command = ["cuptycho", "reconstruct", os.fspath(data), "--resume", os.fspath(ckpt), "-o", os.fspath(out)]
+            if args.force:
+                command.append("--force")
+            _say(f"{name}: stopped after epoch {rec.epoch} of {cfg.epochs}; checkpoint written to {ckpt}")
+            _say(f"resume with: {shlex.join(command)}")
+            return 128 + stop.signum
+        result = rec.result()
+        io.write_result(out, result, ds, config=effective, overwrite=args.force)
+        if every or resuming_here:             # the checkpoint follows the result (--resume --epochs extends it)
+            save_checkpoint()
+    last = result.history[-1]["loss"] if result.history else float("nan")
+    stopped = [e.get("reason") for e in result.events if e.get("event") == "stopped"]
+    print(f"cuptycho: {len(result.history)} epochs ({rec.epoch - start} now) in {time.perf_counter() - t0:.1f} s on "
+          f"{rec.device}, final loss {last:.6g}" + (f", stopped early: {stopped[-1]}" if stopped else "")
+          + f"; wrote {out}")
+    if stop.signum is not None:
+        _say(f"{signal.Signals(stop.signum).name} came after the last epoch: the result is complete")
+    return 0
+
+
+# --------------------------------------------------------------------------- the parser
+
+def _non_negative(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    from .simulate import PRESETS
+
+    top = argparse.ArgumentParser(prog="cuptycho", description="Ptychographic reconstruction engine.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backends = ["auto", "cpu", "cuda", "numpy"]
+
+    p = sub.add_parser("simulate", help="write a simulated measurement as CXI (a preset, or [simulate] in a TOML)",
+                       description="Simulate a ptychography experiment and write it as a CXI file (patterns, "
+                                   "nominal positions, geometry; no probe guess, no truth).")
+    p.add_argument("preset", nargs="?", help=f"simulator preset: {', '.join(PRESETS)} (default: the config's "
+                                             "[simulate] preset, else small_farfield)")
+    p.add_argument("--config", metavar="FILE.toml", help="a TOML file with a [simulate] table: preset = NAME and "
+                                                         "keywords of cuptycho.simulate.simulate")
+    p.add_argument("--seed", type=_non_negative, help="random seed (overrides the preset's)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.cxi")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.set_defaults(run=simulate_cmd)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a measurement (CXI/HDF5, TIFF, NPZ) and write the result",
+                       description="Reconstruct object, probe, positions and z from a data file. The result is "
+                                   "CXI (ptychodus layout plus /entry_1/cuptycho with the effective configuration). "
+                                   "SIGINT / SIGTERM stop after the current epoch with a checkpoint (exit 130 / "
+                                   "143); --resume continues it.")
+    p.add_argument("data", nargs="?", metavar="DATA", help="the data file (default: path in the config's [data])")
+    p.add_argument("--config", metavar="FILE.toml", help="engine, [data] and [output] options (cuptycho.config)")
+    p.add_argument("-o", "--output", metavar="OUT.cxi", help="result file (default: DATA's name + .result.cxi)")
+    p.add_argument("--backend", choices=backends, help="overrides the config's backend")
+    p.add_argument("--epochs", type=_non_negative, help="overrides the config's epochs (resuming: extends the run)")
+    p.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint (its configuration is used)")
+    p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",
+                   help="write OUT's .ckpt.npz every N epochs (default: [output] checkpoint_every, else 0: only "
+                        "on SIGINT / SIGTERM)")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
+                   help="a progress bar (auto: on a terminal), log lines (auto: otherwise) or nothing")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT and checkpoint")
+    p.set_defaults(run=reconstruct_cmd)
+
+    p = sub.add_parser("show", help="draw a result's report as PNG",
+                       description="Object magnitude and phase, probe modes, loss curve, position corrections "
+                                   "and z trajectory of a result file, as one PNG.")
+    p.add_argument("result", metavar="RESULT", help="a result file written by cuptycho reconstruct")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.png")
+    p.add_argument("--force", action="store_true", help="replace an existing REPORT.png")
+    p.set_defaults(run=show_cmd)
+
+    p = sub.add_parser("info", help="describe what a data or result file holds")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(run=info_cmd)
+
+    p = sub.add_parser("bench", help="time the gradient step (benchmarks/bench_gradient.py in a checkout)",
+                       description="Runs benchmarks/bench_gradient.py (default: --quick --no-reference) when the "
+                                   "source checkout has it, else a built-in timing of loss_and_grad. Options after "
+                                   "'--' go to bench_gradient.py.")
+    p.add_argument("--backend", choices=backends, default="auto")
+    p.add_argument("--builtin", action="store_true", help="the built-in timing even in a checkout")
+    p.add_argument("--repeat", type=_non_negative, default=10, help="built-in timing: repetitions (default 10)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options for bench_gradient.py (after --)")
+    p.set_defaults(run=bench_cmd)
+
     p = sub.add_parser("demo", help="simulate a small dataset and recover its object (built-in example)")
     p.add_argument("--preset", default="small_farfield", help="simulator preset (default: small_farfield)")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--known-probe", action="store_true", help="give the engine the true probe (object only)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
+    p.add_argument("--backend", default="auto", choices=backends)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(run=demo)
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "options", None) and args.options[0] == "--":
+        args.options = args.options[1:]
+    debug = os.environ.get("CUPTYCHO_DEBUG", "") not in ("", "0")
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.run(args)
-    except ValueError as err:                  # user errors: one line, no traceback
-        print(f"cuptycho: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as err:
+        if debug:
+            raise
+        print(f"cuptycho: error: {err or 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (ValueError, OSError) as err:       # user errors (DataError, ConfigError, FileExistsError, ...)
+        if debug:
+            raise
+        message = str(err) or type(err).__name__
+        print(f"cuptycho: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

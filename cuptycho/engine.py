@@ -123,6 +123,18 @@ class Config:
         unknown = set(self.constraints) - set(CONSTRAINTS)
         if unknown:
             raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINTS)}")
+        options = {"tv": {"ratio", "p", "q", "eps", "reduction", "mask"}, "amplitude_range": {"low", "high", "weight"},
+                   "probe_power": {"weight", "target"}, "early_stop": {"patience", "min_delta"}}
+        for name, known in options.items():
+            table = getattr(self, name)
+            if table is None:
+                continue
+            if not isinstance(table, dict) or set(table) - known:
+                raise ValueError(f"{name} takes the keys {sorted(known)}, got {table!r}")
+        if self.tv:
+            regularisers.AdaptiveTV(**{k: v for k, v in self.tv.items() if k != "ratio"})
+        if self.amplitude_range:
+            regularisers.AmplitudeRange(**self.amplitude_range)
 
 
 CONSTRAINTS = ("orthogonalize_probe", "recentre_probe", "zero_probe_phase", "renormalise", "phase_range",
@@ -240,12 +252,13 @@ class Reconstruction:
         self.loss_plan = _loss_plan(config.loss)
         self.loss_scale = 1.0
         self.history, self.events, self.timings = [], [], {}
-        self.scanned = None
         self.epoch, self.finished, self.stop_requested = 0, False, False
         self.best, self.stale, self.divergences = math.inf, 0, 0
         if config.fit_probe_scale:
             self._fit_probe_scale()
         self.regs = self._regularisers()
+        if dataset.truth.get("object") is not None:
+            self.scanned = self.illuminated()          # the region lit by the initial scan and probe
         probe_rms = float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2)))
         self.opt = {name: _Adam(p, getattr(config, name), self.device if name not in ("positions", "z") else "numpy",
                                 unit=probe_rms if name == "probe" else 1.0)
@@ -421,8 +434,6 @@ class Reconstruction:
     def metrics(self):
         truth, out = self.ds.truth, {}
         if truth.get("object") is not None:
-            if self.scanned is None:                   # the region lit by the initial scan and probe
-                self.scanned = self.illuminated()
             scanned = self.scanned
             # a linear phase ramp of the object is invisible in far-field data once the probe is refined
             # (it moves into the probe), so it is removed relative to the truth before comparing
@@ -529,9 +540,14 @@ class Reconstruction:
     def load_state_dict(self, state: dict):
         """Continue from `state_dict()` output (same dataset and configuration)."""
         arrays = state["arrays"]
-        if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape:
-            raise ValueError(f"checkpoint holds an object {arrays['object'].shape} and a probe "
-                             f"{arrays['probe'].shape}; this run has {self.obj.shape} and {self.probe.shape}")
+        if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape or \
+                arrays["correction"].shape != self.correction.shape:
+            raise ValueError(f"checkpoint holds an object {arrays['object'].shape}, a probe {arrays['probe'].shape} "
+                             f"and {len(arrays['correction'])} positions; this run has {self.obj.shape}, "
+                             f"{self.probe.shape} and {len(self.correction)}")
+        if set(state["optimisers"]) != set(self.opt):
+            raise ValueError(f"checkpoint optimises {sorted(state['optimisers'])}, this run {sorted(self.opt)}: "
+                             "the configuration differs (e.g. n_object_modes)")
         dev = (lambda a: backends.to_device(self.device, a))
         self.obj = dev(arrays["object"].astype(self.dtype))
         self.probe = dev(arrays["probe"].astype(self.dtype))
@@ -607,7 +623,7 @@ def _prop_args(kw, with_kind=False):
 
 
 def _config_dict(cfg):
-    d = dataclasses.asdict(cfg)
+    d = dataclasses.asdict(dataclasses.replace(cfg, progress=None))     # a callback need not be copyable
     d["progress"] = None if cfg.progress is None else getattr(cfg.progress, "__name__", "callback")
     return d
 

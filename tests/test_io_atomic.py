@@ -89,3 +89,17 @@ def test_cxi_writer_failing_midway_leaves_nothing(tmp_path, monkeypatch):
         with pytest.raises(FileExistsError):
             writer(tmp_path / "d.npz", ds)
     assert listing(tmp_path) == ["d.npz", "m.cxi"]
+
+
+def test_written_files_get_the_permissions_open_would_give(tmp_path):
+    import os
+
+    from cuptycho.io.atomic import open_atomic
+
+    old = os.umask(0o022)
+    try:
+        with open_atomic(tmp_path / "out.bin", "wb") as fh:
+            fh.write(b"x")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "out.bin").st_mode & 0o777) == 0o644

@@ -89,6 +89,13 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, overwrite: bool = False):
     """Context manager yielding a temporary path to write; on success it becomes `path`.
@@ -112,6 +119,7 @@ def atomic_path(path, *, overwrite: bool = False):
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; give what open() would give
     try:
         yield tmp
         _fsync(tmp)
