@@ -196,7 +196,7 @@ _SCALAR_KEYS = ("epochs", "batch", "loss", "position_l1", "max_position_correcti
                 "profile", "metrics_every")
 # option tables (None when absent) and their keys
 _TABLES = {
-    "tv": ("ratio", "p", "q", "eps", "reduction"),
+    "tv": ("ratio", "start_epoch", "p", "q", "eps", "reduction"),
     "amplitude_range": ("low", "high", "weight"),
     "probe_power": ("weight", "target"),
     "early_stop": ("patience", "min_delta"),
@@ -432,7 +432,9 @@ def _tv(c, name, t):
             out[k] = c.number(f"{name}.{k}", t[k], low=0.0 if k == "ratio" else None, positive=k != "ratio")
     if "reduction" in t:
         out["reduction"] = c.string(f"{name}.reduction", t["reduction"], ("mean", "sum"))
-    _regulariser(c, name, {k: v for k, v in out.items() if k != "ratio"}, AdaptiveTV)
+    if "start_epoch" in t:
+        out["start_epoch"] = c.integer(f"{name}.start_epoch", t["start_epoch"], low=0)
+    _regulariser(c, name, {k: v for k, v in out.items() if k not in ("ratio", "start_epoch")}, AdaptiveTV)
     return out
 
 

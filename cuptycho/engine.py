@@ -60,8 +60,10 @@ class Config:
         edges limit it: corrected patches always stay on the object).
     init_probe : "dataset" (Dataset.probe), "data" (from the mean pattern, DAP) or
         {"aperture": radius_px}; n_probe_modes adds small orthogonal modes (None: as given).
-    tv : {"ratio": r, "p": 2, "q": 1, "eps": 1e-6} adaptive TV on the object, its weight reset
-        every epoch to r times the data loss over the unweighted TV (a fixed ratio to the data).
+    tv : {"ratio": r, "p": 2, "q": 1, "eps": 1e-6, "start_epoch": 0} adaptive TV on the object, its
+        weight reset every epoch to r times the data loss over the unweighted TV (a fixed ratio to
+        the data); start_epoch delays it until the object has structure (the TV of a flat start
+        is tiny, which makes the first weights large).
     amplitude_range : {"low": a, "high": b, "weight": w} penalty on |object| outside [a, b].
     probe_power : {"weight": w, "target": P} penalty on the probe's total power (target by default
         the mean total counts per pattern: a unit object transmits all of the probe).
@@ -123,7 +125,8 @@ class Config:
         unknown = set(self.constraints) - set(CONSTRAINTS)
         if unknown:
             raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINTS)}")
-        options = {"tv": {"ratio", "p", "q", "eps", "reduction", "mask"}, "amplitude_range": {"low", "high", "weight"},
+        options = {"tv": {"ratio", "start_epoch", "p", "q", "eps", "reduction", "mask"},
+                   "amplitude_range": {"low", "high", "weight"},
                    "probe_power": {"weight", "target"}, "early_stop": {"patience", "min_delta"}}
         for name, known in options.items():
             table = getattr(self, name)
@@ -132,7 +135,7 @@ class Config:
             if not isinstance(table, dict) or set(table) - known:
                 raise ValueError(f"{name} takes the keys {sorted(known)}, got {table!r}")
         if self.tv:
-            regularisers.AdaptiveTV(**{k: v for k, v in self.tv.items() if k != "ratio"})
+            regularisers.AdaptiveTV(**{k: v for k, v in self.tv.items() if k not in ("ratio", "start_epoch")})
         if self.amplitude_range:
             regularisers.AmplitudeRange(**self.amplitude_range)
 
@@ -296,7 +299,7 @@ class Reconstruction:
     def _regularisers(self):
         cfg, regs = self.cfg, {}
         if cfg.tv:
-            opts = {k: v for k, v in cfg.tv.items() if k != "ratio"}
+            opts = {k: v for k, v in cfg.tv.items() if k not in ("ratio", "start_epoch")}
             regs["tv"] = (regularisers.AdaptiveTV(**opts), "object")
         if cfg.amplitude_range:
             regs["amplitude_range"] = (regularisers.AmplitudeRange(**cfg.amplitude_range), "object")
@@ -342,21 +345,25 @@ class Reconstruction:
         return [n for e, n in self.loss_plan if e <= epoch][-1]
 
     # ---- one minibatch
-    def evaluate(self, idx, loss, profile=None):
+    def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
         pos = backends.to_device(self.device, self.positions()[idx])
         didx = idx if self.xp is np else self.xp.asarray(idx)
         mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
         return model.evaluate(self.device, self.obj, self.probe, pos, self.data[didx], mask, loss=loss,
-                              profile=profile, **_prop_args(self._kwargs(), with_kind=True))
+                              profile=profile, wanted=wanted, **_prop_args(self._kwargs(), with_kind=True))
 
     def step(self, idx, epoch, profile):
-        value, grads = self.evaluate(idx, self.loss_name(epoch), profile)
+        # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
+        wanted = {"object", "probe"} | {g for g in ("positions", "z") if self._active(g, epoch)}
+        value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
         with model.stage(profile, "optimiser", self.device):
             return self._update(idx, epoch, value, grads)
 
     def _update(self, idx, epoch, value, grads):
         scale = self.loss_scale
-        for reg, target in self.regs.values():
+        for name, (reg, target) in self.regs.items():
+            if name == "tv" and epoch < self.cfg.tv.get("start_epoch", 0):
+                continue
             r_value, r_grad = reg.value_and_grad(self.obj if target == "object" else self.probe)
             value += r_value / scale                   # reported in the (scaled) data loss's units
             grads[target] = grads[target] + r_grad / grads[target].real.dtype.type(scale)

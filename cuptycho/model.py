@@ -117,8 +117,10 @@ class _Run:
         self.chunk = chunk_size(device, n_pos, per_position)
         self.chunks = [(j0, min(n_pos, j0 + self.chunk)) for j0 in range(0, n_pos, self.chunk)]
 
-    def to_detector(self, obj, probe, positions, j0, j1, profile=None):
-        """Exit waves of positions j0:j1, propagated to the detector: (buffer, plan, spectrum)."""
+    def to_detector(self, obj, probe, positions, j0, j1, profile=None, keep_spectrum=False):
+        """Exit waves of positions j0:j1, propagated to the detector: (buffer, plan, spectrum).
+
+        The forward spectrum H F psi is kept (for dL/dz) only when `keep_spectrum`."""
         shape = (j1 - j0, self.n_obj, self.n_probe, *self.buf)
         plan = fft.plan(self.device, self.library, shape, self.dtype)
         with stage(profile, "exitwave", self.device):
@@ -127,7 +129,7 @@ class _Run:
             waves = plan.forward(waves)
         spectrum = None
         if not self.farfield:
-            spectrum = _scratch(self.device, shape, self.dtype)
+            spectrum = _scratch(self.device, shape, self.dtype) if keep_spectrum else None
             with stage(profile, "propagate", self.device):
                 propagate.spectrum_fwd(waves, self.h, spectrum_out=spectrum)
             with stage(profile, "fft", self.device):
@@ -147,9 +149,16 @@ def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=Non
     return out
 
 
+GRADIENTS = frozenset({"object", "probe", "positions", "z"})
+
+
 def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-                  pixel_size=None, padding=(0, 0), profile=None):
+                  pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS):
     """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
+
+    `wanted`: the gradients to return; leaving out "positions" skips their reduction and leaving
+    out "z" skips keeping the forward spectrum and the dL/dz reduction (object and probe
+    gradients come from one fused kernel and are always computed).
 
     `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
     synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
@@ -160,10 +169,11 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     grad_probe = xp.zeros_like(probe)
     grad_pos = xp.empty((n_pos, 2), np.float64)
     loss_rows = xp.zeros((n_pos, run.patch[0]), np.float64)
-    dz_rows = None if run.farfield else xp.zeros((n_pos, run.n_obj * run.n_probe * run.buf[0]), np.float64)
+    z_grad = "z" in wanted and not run.farfield
+    dz_rows = xp.zeros((n_pos, run.n_obj * run.n_probe * run.buf[0]), np.float64) if z_grad else None
     for j0, j1 in run.chunks:
         pos = positions[j0:j1]
-        waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile)
+        waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile, keep_spectrum=z_grad)
         with stage(profile, "likelihood", device):
             likelihood.likelihood(waves, data[j0:j1], mask if mask.ndim == 2 else mask[j0:j1], loss_rows[j0:j1],
                                   loss=loss, n_total=n_pos, padding=run.padding, shift=run.shift,
@@ -172,7 +182,8 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
             with stage(profile, "fft", device):
                 waves = plan.forward(waves)
             with stage(profile, "propagate", device):
-                propagate.spectrum_adj(waves, run.h, run.kz, spectrum=spectrum, dz_rows=dz_rows[j0:j1])
+                propagate.spectrum_adj(waves, run.h, run.kz, spectrum=spectrum,
+                                       dz_rows=None if dz_rows is None else dz_rows[j0:j1])
         with stage(profile, "fft", device):
             waves = plan.inverse(waves)
         grad_patches = _scratch(device, (j1 - j0, run.n_obj, *run.patch), run.dtype)
@@ -181,21 +192,27 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
                                   grad_probe=grad_probe)
         with stage(profile, "scatter", device):
             sampling.patch_adj(grad_patches, pos, obj.shape, out=grad_obj)
-        with stage(profile, "posgrad", device):
-            sampling.patch_posgrad(obj, pos, grad_patches, out=grad_pos[j0:j1])
-    grads = {"object": grad_obj, "probe": grad_probe, "positions": grad_pos}
+        if "positions" in wanted:
+            with stage(profile, "posgrad", device):
+                sampling.patch_posgrad(obj, pos, grad_patches, out=grad_pos[j0:j1])
+    grads = {"object": grad_obj, "probe": grad_probe}
+    if "positions" in wanted:
+        grads["positions"] = grad_pos
     if dz_rows is not None:
         grads["z"] = float(dz_rows.sum())
     return float(loss_rows.sum()) / n_pos, grads
 
 
 def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-             pixel_size=None, padding=(0, 0), profile=None):
-    """`loss_and_grad` on any device: the kernels for 'cpu'/'cuda', the NumPy reference for 'numpy'."""
+             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS):
+    """`loss_and_grad` on any device: the kernels for 'cpu'/'cuda', the NumPy reference for 'numpy'
+    (which computes every gradient and returns the `wanted` ones)."""
     if device == "numpy":
         prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
                                          pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
         with stage(profile, "reference", device):
-            return reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
+            value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
+        return value, {k: v for k, v in grads.items() if k in wanted}
     return loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
-                         wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile)
+                         wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
+                         wanted=wanted)

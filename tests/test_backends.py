@@ -100,3 +100,18 @@ def test_cuda_matches_cpu(name, dtype):
     np.testing.assert_allclose(v_gpu, v_cpu, rtol=10 * KERNEL_TOL[np.dtype(dtype)])
     for key in g_cpu:
         assert_same(g_gpu[key], g_cpu[key], dtype, key)
+
+
+@pytest.mark.parametrize("name", ["farfield", "angular_spectrum_padded"])
+def test_unwanted_gradients_are_skipped_and_the_rest_unchanged(name):
+    obj, probe, pos, data, mask = problem(np.complex128)
+    kw = dict(loss="gaussian", propagator=PROPAGATION[name]["propagator"],
+              **{k: v for k, v in PROPAGATION[name].items() if k != "propagator"})
+    if "pixel_size" in kw:
+        kw["pixel_size"] = cuptycho.geometry.pixel_pair(kw["pixel_size"])
+        kw["padding"] = tuple(np.broadcast_to(kw["padding"], 2))
+    d_all = model.loss_and_grad("cpu", obj, probe, pos, data, mask, **kw)
+    d_few = model.loss_and_grad("cpu", obj, probe, pos, data, mask, wanted=frozenset({"object", "probe"}), **kw)
+    assert set(d_few[1]) == {"object", "probe"} and d_few[0] == d_all[0]
+    for key in ("object", "probe"):
+        np.testing.assert_array_equal(d_few[1][key], d_all[1][key])

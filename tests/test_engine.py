@@ -39,9 +39,9 @@ def test_growing_batches_are_used_and_every_pattern_is_seen(farfield, monkeypatc
     seen = []
     original = engine.Reconstruction.evaluate
 
-    def spy(self, idx, loss, profile=None):
+    def spy(self, idx, loss, profile=None, wanted=model.GRADIENTS):
         seen.append(np.array(idx))
-        return original(self, idx, loss, profile)
+        return original(self, idx, loss, profile, wanted)
 
     monkeypatch.setattr(engine.Reconstruction, "evaluate", spy)
     result = reconstruct(ds, quick(epochs=3, batch={"start": 8, "factor": 2, "every": 1}, fit_probe_scale=False))
@@ -148,7 +148,7 @@ def test_early_stopping_and_progress_callback(farfield):
 
 def test_profile_times_every_stage(farfield):
     _, ds = farfield
-    result = reconstruct(ds, quick(epochs=2, profile=True))
+    result = reconstruct(ds, quick(epochs=2, profile=True, positions=Group(lr=0.1)))
     for stage in (*model.STAGES[:2], "likelihood", "exitwave_adj", "scatter", "posgrad", "optimiser", "total"):
         assert result.timings.get(stage, 0) > 0, stage
 
@@ -307,3 +307,10 @@ def test_checkpoint_files_are_validated(tmp_path):
     np.savez(bad, a=np.zeros(3))
     with pytest.raises(ValueError, match="not a readable cuptycho checkpoint"):
         checkpoint.load(bad)
+
+
+def test_fixed_groups_skip_their_gradients(farfield, monkeypatch):
+    """No position reduction while positions are fixed: the stage never runs."""
+    _, ds = farfield
+    result = reconstruct(ds, quick(epochs=2, profile=True))
+    assert "posgrad" not in result.timings
