@@ -472,13 +472,15 @@ def position_errors(estimate, truth, *, remove_offset=True):
     truth : (N, 2) float
         True positions, same order.
     remove_offset : bool, optional
-        Subtract the mean offset (a global translation is not determined by ptychography)
-        before measuring. Default True.
+        Subtract the global offset (a translation ptychography does not determine) before
+        measuring: the per-axis median of estimate - truth, so that a few positions stuck far
+        off do not shift every other position's error (a mean would). Default True.
 
     Returns
     -------
     errors : dict
         ``rms``, ``median``, ``max`` : float, of the Euclidean per-position errors (pixels);
+        ``offset`` : (2,) float64, the offset removed (zeros when `remove_offset` is False);
         ``mean_offset`` : (2,) float64, the mean of estimate - truth (y, x), always reported;
         ``errors`` : (N,) float64, the per-position Euclidean errors.
     """
@@ -491,15 +493,16 @@ def position_errors(estimate, truth, *, remove_offset=True):
     if np.iscomplexobj(e) or np.iscomplexobj(t):
         raise ValueError("positions must be real")
     d = e.astype(np.float64) - t.astype(np.float64)
-    offset = d.mean(axis=0)
-    if remove_offset:
-        d = d - offset
+    mean_offset = d.mean(axis=0)
+    offset = np.median(d, axis=0) if remove_offset else np.zeros(2)
+    d = d - offset
     err = np.hypot(d[:, 0], d[:, 1])
     return {
         "rms": float(np.sqrt(np.mean(err**2))),
         "median": float(np.median(err)),
         "max": float(np.max(err)),
-        "mean_offset": offset,
+        "offset": offset,
+        "mean_offset": mean_offset,
         "errors": err,
     }
 

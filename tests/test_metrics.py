@@ -139,9 +139,15 @@ def test_position_errors():
     e = metrics.position_errors(truth + offset, truth, remove_offset=False)
     assert e["rms"] == pytest.approx(5.0) and e["median"] == pytest.approx(5.0) and e["max"] == pytest.approx(5.0)
     jitter = rng.normal(0, 0.3, size=truth.shape)
-    jitter -= jitter.mean(axis=0)
+    jitter -= np.median(jitter, axis=0)
     e = metrics.position_errors(truth + offset + jitter, truth)
     assert e["rms"] == pytest.approx(np.sqrt(np.mean(np.sum(jitter**2, axis=1))))
+    np.testing.assert_allclose(e["offset"], offset)
+    # a few positions stuck far off do not move the others' errors (a mean offset would)
+    stuck = truth + offset
+    stuck[:3] += 20.0
+    e = metrics.position_errors(stuck, truth)
+    assert e["median"] == pytest.approx(0.0, abs=1e-12) and e["max"] == pytest.approx(np.hypot(20, 20))
 
 
 def test_z_error():

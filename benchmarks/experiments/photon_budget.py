@@ -81,17 +81,13 @@ of it in the poisson runs: the CPU poisson likelihood kernel is ~8x slower than 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common import machine, write_json
 
 import cuptycho
 from cuptycho import metrics, reference, simulate
@@ -127,61 +123,6 @@ def parse_args(argv=None):
     if args.epochs < 1:
         ap.error("--epochs must be >= 1")
     return args
-
-
-def machine_info(backend):
-    info = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "numpy": np.__version__, "cuptycho": cuptycho.__version__, "backend": backend}
-    try:
-        root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
-        info["git_commit"] = commit.stdout.strip() or None
-        info["git_dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    if backend == "cuda":
-        try:
-            import cupy
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        except Exception as err:            # informative only
-            info["gpu"] = f"unknown ({err})"
-    return info
-
-
-def _clean(obj):
-    """JSON-safe: non-finite floats -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_json(path, payload):
-    """Write `payload` to `path` atomically (a temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(payload), f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def print_table(rows):
@@ -308,7 +249,7 @@ def main(argv=None):
                          "fit_probe_scale": False,
                          "metric": "cpcc over the scanned region (summed probe intensity >= 10% of max), "
                                    "no ramp removal, no registration"},
-            "machine": {**machine_info(args.backend), "device": device},
+            "machine": {**machine(), "backend": args.backend, "device": device},
             "datasets": datasets, "truth_loss": truth_loss, "results": rows, "acceptance": checks,
             "acceptance_passed": required_ok, "total_seconds": total}
         write_json(args.json, payload)
