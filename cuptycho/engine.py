@@ -19,9 +19,9 @@ import numpy as np
 
 from . import backend as backends
 from . import constraints, initial, metrics, model, reference, regularisers, schedules
-from .backend import array_module
 from .launchers import adam as adam_kernel
 from .optim import adam_reference
+from . import validation
 from .validation import choice, to_host
 
 
@@ -322,16 +322,12 @@ class Reconstruction:
     def z(self):
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
 
-    def _kwargs(self):
-        return self.ds.forward_kwargs(z=self.z())
-
-    def _forward_all(self):
-        if self.device == "numpy":
-            prop = reference.make_propagator(self.ds.propagator, self.probe.shape[-2:], dtype=self.dtype,
-                                             **_prop_args(self._kwargs()))
-            return reference.forward(self.obj, self.probe, self.positions(), prop)
-        return model.forward(self.device, self.obj, self.probe, backends.to_device(self.device, self.positions()),
-                             **_prop_args(self._kwargs(), with_kind=True))
+    def _model_kwargs(self):
+        """Propagator and geometry in the model's form (pixel size and padding as pairs), current z."""
+        ds = self.ds
+        return {"propagator": ds.propagator,
+                **validation.propagation(ds.propagator, self.z() if ds.propagator != "farfield" else None,
+                                         ds.wavelength, ds.pixel_size, ds.padding)}
 
     def _active(self, name, epoch):
         g = getattr(self.cfg, name)
@@ -347,10 +343,13 @@ class Reconstruction:
     # ---- one minibatch
     def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
         pos = backends.to_device(self.device, self.positions()[idx])
-        didx = idx if self.xp is np else self.xp.asarray(idx)
+        if len(idx) and idx[-1] - idx[0] + 1 == len(idx):     # sorted and contiguous: a view, no copy
+            didx = slice(int(idx[0]), int(idx[-1]) + 1)
+        else:
+            didx = idx if self.xp is np else self.xp.asarray(idx)
         mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
         return model.evaluate(self.device, self.obj, self.probe, pos, self.data[didx], mask, loss=loss,
-                              profile=profile, wanted=wanted, **_prop_args(self._kwargs(), with_kind=True))
+                              profile=profile, wanted=wanted, **self._model_kwargs())
 
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
@@ -611,22 +610,6 @@ class Reconstruction:
 
 def _scaled(grad, scale):
     return grad if scale == 1.0 else grad * grad.real.dtype.type(scale)
-
-
-def _prop_args(kw, with_kind=False):
-    """forward kwargs -> model keywords (pixel_size as a pair, padding as a pair)."""
-    from . import geometry
-
-    out = dict(kw)
-    kind = out.pop("propagator")
-    if kind != "farfield":
-        out["pixel_size"] = geometry.pixel_pair(out["pixel_size"])
-        out["padding"] = tuple(int(p) for p in np.broadcast_to(out.get("padding", 0), 2))
-    else:
-        out = {"padding": (0, 0)}
-    if with_kind:
-        out["propagator"] = kind
-    return out
 
 
 def _config_dict(cfg):

@@ -7,7 +7,7 @@ from checks import random_complex
 from conftest import KERNEL_TOL, gpu, to_host
 
 import cuptycho
-from cuptycho import fft, model, reference
+from cuptycho import fft, model, reference, validation
 
 PROPAGATION = {
     "farfield": dict(propagator="farfield"),
@@ -105,11 +105,10 @@ def test_cuda_matches_cpu(name, dtype):
 @pytest.mark.parametrize("name", ["farfield", "angular_spectrum_padded"])
 def test_unwanted_gradients_are_skipped_and_the_rest_unchanged(name):
     obj, probe, pos, data, mask = problem(np.complex128)
-    kw = dict(loss="gaussian", propagator=PROPAGATION[name]["propagator"],
-              **{k: v for k, v in PROPAGATION[name].items() if k != "propagator"})
-    if "pixel_size" in kw:
-        kw["pixel_size"] = cuptycho.geometry.pixel_pair(kw["pixel_size"])
-        kw["padding"] = tuple(np.broadcast_to(kw["padding"], 2))
+    prop = PROPAGATION[name]
+    kw = dict(loss="gaussian", propagator=prop["propagator"],
+              **validation.propagation(prop["propagator"], prop.get("z"), prop.get("wavelength"),
+                                       prop.get("pixel_size"), prop.get("padding", 0)))
     d_all = model.loss_and_grad("cpu", obj, probe, pos, data, mask, **kw)
     d_few = model.loss_and_grad("cpu", obj, probe, pos, data, mask, wanted=frozenset({"object", "probe"}), **kw)
     assert set(d_few[1]) == {"object", "probe"} and d_few[0] == d_all[0]

@@ -327,6 +327,15 @@ def _str(group, name, value):
     group.create_dataset(name, data=str(value))
 
 
+def _new_entry(f):
+    """The CXI skeleton every file we write starts with: (entry_1, its source_1, its detector_1)."""
+    f.create_dataset("cxi_version", data=CXI_VERSION)
+    f.create_dataset("number_of_entries", data=1)
+    e = f.create_group("entry_1")
+    _str(e, "start_time", _now())
+    return e, e.create_group("instrument_1/source_1"), e.create_group("instrument_1/detector_1")
+
+
 def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: str | None = "gzip") -> Path:
     """Write a `Dataset` as a CXI 1.6 file (atomically; an existing file only with ``overwrite=True``).
 
@@ -345,12 +354,7 @@ def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: s
         raise TypeError(f"write_cxi needs a cuptycho.Dataset, got {type(dataset).__name__}")
     n, ny, nx = dataset.data.shape
     with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("cxi_version", data=CXI_VERSION)
-        f.create_dataset("number_of_entries", data=1)
-        e = f.create_group("entry_1")
-        _str(e, "start_time", _now())
-        src = e.create_group("instrument_1/source_1")
-        det = e.create_group("instrument_1/detector_1")
+        e, src, det = _new_entry(f)
         if dataset.wavelength is not None:
             src.create_dataset("energy", data=dataset.energy)
             src.create_dataset("wavelength", data=dataset.wavelength)
@@ -464,14 +468,9 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
     if dataset is not None and dataset.pixel_size is not None:
         pixel = ds_mod.geometry.pixel_pair(dataset.pixel_size)
     dy, dx = pixel if pixel is not None else (1.0, 1.0)        # pixels when the size is unknown
-    (mo, h, w), (k, ny, nx) = obj.shape, probe.shape
+    (_, h, w), (_, ny, nx) = obj.shape, probe.shape
     with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("cxi_version", data=CXI_VERSION)
-        f.create_dataset("number_of_entries", data=1)
-        e = f.create_group("entry_1")
-        _str(e, "start_time", _now())
-        src = e.create_group("instrument_1/source_1")
-        det = e.create_group("instrument_1/detector_1")
+        e, src, det = _new_entry(f)
         if dataset is not None and dataset.wavelength is not None:
             src.create_dataset("energy", data=dataset.energy)
             src.create_dataset("wavelength", data=dataset.wavelength)
