@@ -297,3 +297,14 @@ def loss_and_grad(obj, probe, positions, data, mask, loss, propagator):
     grads["probe"] = exitwave_adj_probe(patches, grad_psi)
     grads["positions"] = patch_posgrad(obj, positions, grad_patches)
     return value, grads
+
+
+def pie_update(param, grad, weight, weight_max, step, alpha, rel_floor=1e-8):
+    """The PIE family's regularised step (twin of kernels/pie.cu), returned as a new array:
+    param + step grad / d with d = max((1 - alpha) weight + alpha weight_max, rel_floor weight_max),
+    weight broadcast over the leading (mode) axes; unchanged where d = 0."""
+    wmax = np.asarray(weight_max).reshape(-1)[0]
+    d = np.maximum((1 - alpha) * weight + alpha * wmax, rel_floor * wmax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(d > 0, step / d, 0)
+    return (param + gain * grad).astype(param.dtype)
