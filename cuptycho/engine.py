@@ -51,8 +51,15 @@ def _group(**kw):
 class Config:
     """Everything `reconstruct` does, with defaults that suit a far-field dataset.
 
+    engine : "gradient" (minibatch Adam on the hand-derived gradients, this module) or one of the
+        classical engines "epie", "rpie", "mpie" (`cuptycho.pie`: the PIE updates on the same
+        kernels; object, probe and position refinement, not z or regularisers).
+    pie : settings of the PIE engines (`cuptycho.pie.KEYS`), e.g. {"alpha": 0.1, "beta": 1.0}; an
+        absent key takes the engine's default (`cuptycho.pie.DEFAULTS`).
     batch : "full", an int, or {"start": b0, "factor": f, "every": n, "max": bmax}: a growing
-        minibatch size b0 * f**(epoch // n) capped at bmax (DAP: small batches first).
+        minibatch size b0 * f**(epoch // n) capped at bmax (DAP: small batches first). None: the
+        engine's default, "full" for the gradient engine and 1 (sequential) for the PIE engines,
+        whose batch > 1 is the parallel variant.
     loss : a name, or [(epoch, name), ...] switching loss at those epochs; at a switch the new loss
         is scaled so the object gradient's norm is continuous (`Result.events` records the factor).
     position_l1 : weight of an L1 penalty on the position corrections (pixels).
@@ -77,12 +84,14 @@ class Config:
         and the last): registration against the truth costs more than a small epoch.
     """
     epochs: int = 100
-    batch: object = "full"
+    engine: str = "gradient"
+    pie: dict | None = None
+    batch: object = None
     loss: object = "gaussian"
     object: Group = _group(lr=1e-2)
     object_modes: Group = _group(lr=1e-2)
     probe: Group = _group(enabled=False, lr=1e-2)
-    positions: Group = _group(enabled=False, lr=5e-2)
+    positions: Group = _group(enabled=False, lr=5e-2)      # PIE engines: one Adam step per position per epoch
     z: Group = _group(enabled=False, lr=1e-3)
     position_l1: float = 0.0
     max_position_correction: float | None = None
@@ -119,7 +128,9 @@ class Config:
         for _, name in _loss_plan(self.loss):
             choice("loss", name, reference.LOSSES)
         choice("dtype", self.dtype, ("complex64", "complex128"))
-        _batch_sizes(self.batch, 1, 1)
+        choice("engine", self.engine, ENGINES)
+        if self.batch is not None:
+            _batch_sizes(self.batch, 1, 1)
         if self.n_object_modes < 1:
             raise ValueError(f"n_object_modes must be >= 1, got {self.n_object_modes}")
         unknown = set(self.constraints) - set(CONSTRAINTS)
@@ -138,6 +149,14 @@ class Config:
             regularisers.AdaptiveTV(**{k: v for k, v in self.tv.items() if k not in ("ratio", "start_epoch")})
         if self.amplitude_range:
             regularisers.AmplitudeRange(**self.amplitude_range)
+        if self.engine != "gradient":
+            from . import pie
+            pie.check_config(self)
+        elif self.pie:
+            raise ValueError(f"pie settings {sorted(self.pie)} apply to the PIE engines, but engine is 'gradient'")
+
+
+ENGINES = ("gradient", "epie", "rpie", "mpie")
 
 
 CONSTRAINTS = ("orthogonalize_probe", "recentre_probe", "zero_probe_phase", "renormalise", "phase_range",
@@ -231,7 +250,20 @@ class Result:
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction:
-    """The state of one run: parameters and optimisers on the device, the dataset, the history."""
+    """The state of one run: parameters and optimisers on the device, the dataset, the history.
+
+    `Reconstruction(dataset, config)` builds the engine `config.engine` names: this class for the
+    gradient engine, `cuptycho.pie.PIEReconstruction` (a subclass) for the PIE engines.
+    """
+
+    # what a divergence restores: the parameters and everything that steps them
+    SNAPSHOT = ("obj", "probe", "correction", "z_rel", "opt", "loss_scale")
+
+    def __new__(cls, dataset=None, config=None):
+        if cls is Reconstruction and isinstance(config, Config) and config.engine != "gradient":
+            from .pie import PIEReconstruction
+            cls = PIEReconstruction
+        return super().__new__(cls)
 
     def __init__(self, dataset, config: Config):
         config.check()
@@ -341,14 +373,18 @@ class Reconstruction:
         return [n for e, n in self.loss_plan if e <= epoch][-1]
 
     # ---- one minibatch
-    def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
-        pos = backends.to_device(self.device, self.positions()[idx])
+    def batch_data(self, idx):
+        """(data, mask) of the patterns `idx` on the device."""
         if len(idx) and idx[-1] - idx[0] + 1 == len(idx):     # sorted and contiguous: a view, no copy
             didx = slice(int(idx[0]), int(idx[-1]) + 1)
         else:
             didx = idx if self.xp is np else self.xp.asarray(idx)
-        mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
-        return model.evaluate(self.device, self.obj, self.probe, pos, self.data[didx], mask, loss=loss,
+        return self.data[didx], (self.mask if self.mask.ndim == 2 else self.mask[didx])
+
+    def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
+        pos = backends.to_device(self.device, self.positions()[idx])
+        data, mask = self.batch_data(idx)
+        return model.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
                               profile=profile, wanted=wanted, **self._model_kwargs())
 
     def step(self, idx, epoch, profile):
@@ -394,8 +430,7 @@ class Reconstruction:
 
     # ---- the loop
     def snapshot(self):
-        return copy.deepcopy({k: getattr(self, k) for k in ("obj", "probe", "correction", "z_rel", "opt",
-                                                            "loss_scale")})
+        return copy.deepcopy({k: getattr(self, k) for k in self.SNAPSHOT})
 
     def restore(self, snap):
         for k, v in copy.deepcopy(snap).items():
@@ -417,13 +452,22 @@ class Reconstruction:
     def run_epoch(self, epoch):
         profile = {} if self.cfg.profile else None
         n = self.ds.n_patterns
-        size = _batch_sizes(self.cfg.batch, epoch, n)
+        size = _batch_sizes(self.batch_spec(), epoch, n)
         order = self.rng.permutation(n)
         total = 0.0
         for start in range(0, n, size):
             idx = np.sort(order[start:start + size])
             total += self.step(idx, epoch, profile) * len(idx)
         return total / n, size, profile
+
+    def batch_spec(self):
+        return "full" if self.cfg.batch is None else self.cfg.batch
+
+    def halve_steps(self):
+        """After a divergence: halve every learning rate; returns the common scale now applied."""
+        for opt in self.opt.values():
+            opt.lr_scale *= 0.5
+        return min((opt.lr_scale for opt in self.opt.values()), default=1.0)
 
     def record(self, epoch, loss, size, seconds, profile):
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
@@ -441,11 +485,13 @@ class Reconstruction:
         truth, out = self.ds.truth, {}
         if truth.get("object") is not None:
             scanned = self.scanned
-            # a linear phase ramp of the object is invisible in far-field data once the probe is refined
-            # (it moves into the probe), so it is removed relative to the truth before comparing
+            # a global translation (the mean position error, which refinement cannot see) is registered
+            # first; then a linear phase ramp, invisible in far-field data once the probe is refined
+            # (it moves into the probe), is removed relative to the truth, on the aligned grid
             true_obj = np.asarray(truth["object"])[0]
-            estimate = metrics.remove_phase_ramp(to_host(self.obj[0]), mask=scanned, reference=true_obj)
-            out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned)
+            estimate, _ = metrics.align(to_host(self.obj[0]), true_obj, mask=scanned)
+            estimate = metrics.remove_phase_ramp(estimate, mask=scanned, reference=true_obj)
+            out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned, shift=False)
         if truth.get("positions") is not None:
             err = metrics.position_errors(self.positions(), np.asarray(truth["positions"]))
             out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]
@@ -481,10 +527,9 @@ class Reconstruction:
             if not (math.isfinite(loss) and self._finite()):
                 self.divergences += 1
                 self.restore(good)
-                for opt in self.opt.values():
-                    opt.lr_scale *= 0.5
+                scale = self.halve_steps()
                 self.events.append({"epoch": epoch, "event": "divergence", "action": "restored the last good state "
-                                    "and halved every learning rate", "lr_scale": self.opt["object"].lr_scale})
+                                    "and halved every step size", "lr_scale": scale})
                 if self.divergences > cfg.max_divergences:
                     self._finish(epoch, "diverged too often")
                 continue
@@ -529,7 +574,7 @@ class Reconstruction:
         states, the minibatch RNG, the loss scale, the TV weight, counters and the history.
         Arrays are NumPy; everything else is JSON-serialisable."""
         state = {
-            "epoch": self.epoch, "finished": self.finished, "best": self.best, "stale": self.stale,
+            "engine": self.cfg.engine, "epoch": self.epoch, "finished": self.finished, "best": self.best, "stale": self.stale,
             "divergences": self.divergences, "loss_scale": self.loss_scale, "rng": self.rng.bit_generator.state,
             "history": self.history, "events": self.events, "timings": self.timings,
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
@@ -545,6 +590,9 @@ class Reconstruction:
 
     def load_state_dict(self, state: dict):
         """Continue from `state_dict()` output (same dataset and configuration)."""
+        saved_engine = state.get("engine", "gradient")
+        if saved_engine != self.cfg.engine:
+            raise ValueError(f"checkpoint is of a run of the {saved_engine!r} engine; this run uses {self.cfg.engine!r}")
         arrays = state["arrays"]
         if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape or \
                 arrays["correction"].shape != self.correction.shape:

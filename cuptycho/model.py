@@ -45,8 +45,12 @@ def chunk_size(device, n_pos, bytes_per_position):
     return int(min(n_pos, max(threads, fit // threads * threads)))
 
 
+@functools.lru_cache(maxsize=4)
 def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):
-    """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and kz on the device."""
+    """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and kz on the device.
+
+    Cached (read-only results): an engine evaluates the model per minibatch, a sequential one per
+    position, with the same geometry."""
     h, kz = geometry.transfer_function(kind, buf_shape, z, wavelength, pixel_size)
     return xp.asarray((h / (buf_shape[0] * buf_shape[1])).astype(dtype)), xp.asarray(kz)
 
@@ -111,7 +115,8 @@ class _Run:
             self.shift, self.intensity_scale = (self.patch[0] // 2, self.patch[1] // 2), 1.0 / self.n
         else:
             self.shift, self.intensity_scale = (0, 0), 1.0
-            self.h, self.kz = _transfer(self.xp, propagator, self.buf, z, wavelength, pixel_size, self.dtype)
+            self.h, self.kz = _transfer(self.xp, propagator, self.buf, float(z), float(wavelength),
+                                        geometry.pixel_pair(pixel_size), np.dtype(self.dtype))
         n_pos = positions.shape[0]
         per_position = self.n_obj * self.n_probe * self.n * np.dtype(self.dtype).itemsize
         self.chunk = chunk_size(device, n_pos, per_position)

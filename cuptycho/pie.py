@@ -1,0 +1,308 @@
+"""The classical engines on the model's kernels: ePIE / M-ePIE, rPIE / M-rPIE and mPIE, sequential
+or batched, with cross-correlation position refinement.
+
+    result = cuptycho.reconstruct(dataset, Config(engine="rpie", probe=Group(enabled=True)))
+
+The Fourier-magnitude update is a gaussian-loss gradient step. With l = (sqrt(I) - sqrt(d))^2 the
+model's exit-wave gradient is G_psi = (2/J)(psi - psi'), where psi' is the exit wave whose
+propagated modes are rescaled to the measured amplitude, Psi'_k = sqrt(d/I) Psi_k (masked pixels
+keep the model's value; I and d carry the loss's EPS). Its adjoints are the PIE numerators:
+
+    grads["object"] = -(2/J) sum_j S_j^H sum_k conj(P_k) dpsi_jk,   dpsi = psi' - psi
+    grads["probe"]  = -(2/J) sum_j sum_m conj(O_jm) dpsi_jmk
+
+so one engine step is one `model.evaluate` (the kernels, propagators and masks of the gradient
+engine) followed by two `pie_update` kernels:
+
+    O += object_step sum_j S_j^H[sum_k conj(P_k) dpsi_jk] / ((1 - alpha) W_O + alpha max W_O),
+         W_O = sum_j S_j^H sum_k |P_k|^2   (the batch's illumination, object frame)
+    P += probe_step sum_j sum_m conj(O_jm) dpsi_jm / ((1 - beta) W_P + beta max W_P),
+         W_P = sum_j sum_m |O_jm|^2          (probe frame)
+
+both from the state before the step. With one position per step (sequential, batch = 1) these
+are M-rPIE's updates as in SciComPty (object denominator gamma max sum_p |P_p|^2 + (1 - gamma)
+sum_p |P_p|^2: its gamma is alpha here, rPIE's alpha; probe beta max |o_j|^2 + (1 - beta) |o_j|^2),
+and with alpha = beta = 1 they are M-ePIE's (Thibault & Menzel 2013; Maiden & Rodenburg 2009 for
+one mode). With a batch of positions the updates of all of them are summed and divided by the
+batch's summed powers: the overlap-normalised parallel update, equal to the sequential one at
+batch = 1.
+
+mPIE (Maiden, Johnson & Li 2017) adds momentum every `momentum_every` position updates:
+v <- friction v + (X - X_before); X <- X + feedback v; X_before <- X, for X the object and the probe.
+
+Each step works on the object's bounding box of the batch's patches (a copy written back after
+the update), so a sequential step costs a patch, not the whole object.
+
+Position refinement (SciComPty): the shift between each position's object patch before and after
+its update, measured by upsampled-DFT registration (`cuptycho.registration`, batched over up to
+`REGISTER_EVERY` positions on the device), is the "gradient" of a per-position Adam (the
+`positions` Group: lr, betas, start_epoch, schedule), so each position's gain adapts to how
+consistently it is pushed. Every step is clipped to `position_max_step` pixels per axis after the
+steps' mean over the registered positions (a global drift the data cannot see) is removed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend as backends
+from . import model, reference, registration
+from .engine import Reconstruction, _batch_sizes, _loss_plan
+from .launchers import pie as pie_kernel
+from .launchers import sampling
+from .validation import to_host
+
+ENGINES = ("epie", "rpie", "mpie")
+KEYS = ("alpha", "beta", "object_step", "probe_step", "friction", "feedback", "momentum_every", "position_upsample",
+        "position_amplify", "position_max_step")
+_POSITION = {"position_upsample": 100.0, "position_amplify": 0.2, "position_max_step": 1.0}
+DEFAULTS = {
+    # ePIE's denominators are the maxima: alpha = beta = 1 (not settable)
+    "epie": {"alpha": 1.0, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, **_POSITION},
+    "rpie": {"alpha": 0.25, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, **_POSITION},
+    "mpie": {"alpha": 0.25, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, "friction": 0.7, "feedback": 0.3,
+             "momentum_every": 20, **_POSITION},
+}
+REGISTER_EVERY = 64          # positions whose before/after patches are registered in one batched call
+REL_FLOOR = 1e-8             # denominators never fall below this fraction of their maximum
+
+
+def settings(engine, table=None) -> dict:
+    """The engine's settings: DEFAULTS[engine] updated by `table`; ValueError naming a bad key."""
+    if engine not in DEFAULTS:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    table = dict(table or {})
+    unknown = set(table) - set(KEYS)
+    if unknown:
+        raise ValueError(f"unknown pie setting(s) {sorted(unknown)}; known: {list(KEYS)}")
+    if engine == "epie" and {"alpha", "beta"} & set(table):
+        raise ValueError("pie.alpha and pie.beta are rPIE/mPIE settings: ePIE divides by the maxima (alpha = beta "
+                         "= 1); use engine = 'rpie' to set them")
+    momentum = {"friction", "feedback", "momentum_every"} & set(table)
+    if engine != "mpie" and momentum:
+        raise ValueError(f"pie.{sorted(momentum)[0]} is an mPIE setting; engine is {engine!r}")
+    out = {**DEFAULTS[engine], **table}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"pie.{key} must be a finite number, got {value!r}")
+    for key in ("alpha", "beta", "friction", "feedback"):
+        if key in out and not 0 <= out[key] <= 1:
+            raise ValueError(f"pie.{key} must lie in [0, 1], got {out[key]!r}")
+    for key in ("object_step", "probe_step", "position_amplify", "position_max_step"):
+        if not out[key] > 0:
+            raise ValueError(f"pie.{key} must be positive, got {out[key]!r}")
+    if out["position_upsample"] < 1:
+        raise ValueError(f"pie.position_upsample must be >= 1, got {out['position_upsample']!r}")
+    if "momentum_every" in out:
+        if out["momentum_every"] != int(out["momentum_every"]) or out["momentum_every"] < 1:
+            raise ValueError(f"pie.momentum_every must be an integer >= 1, got {out['momentum_every']!r}")
+        out["momentum_every"] = int(out["momentum_every"])
+    return out
+
+
+def check_config(cfg):
+    """ValueError for settings a PIE engine cannot honour (called by `Config.check`)."""
+    settings(cfg.engine, cfg.pie)
+    losses = {name for _, name in _loss_plan(cfg.loss)}
+    if losses != {"gaussian"}:
+        raise ValueError(f"the {cfg.engine} engine's Fourier-magnitude update is the gaussian loss's: loss must be "
+                         f"'gaussian', got {cfg.loss!r} (other likelihoods need engine = 'gradient')")
+    if cfg.z.enabled:
+        raise ValueError(f"z refinement needs engine = 'gradient' (the {cfg.engine} engine refines the object, the "
+                         "probe and the positions): set z.enabled = false")
+    for name in ("tv", "amplitude_range", "probe_power"):
+        if getattr(cfg, name):
+            raise ValueError(f"the {name} regulariser needs engine = 'gradient'; the {cfg.engine} engine has no "
+                             "penalty terms (constraints apply to every engine)")
+
+
+class _Ops:
+    """The three operations a PIE step adds to the model, on the kernels or (device 'numpy') the reference."""
+
+    def __init__(self, device):
+        self.kernels = device != "numpy"
+
+    def patches(self, obj, positions, shape):
+        if self.kernels:
+            return sampling.patch_fwd(obj, positions, shape)
+        return reference.patch_fwd(obj, positions, shape)
+
+    def scatter(self, patches, positions, obj_shape):
+        if self.kernels:
+            return sampling.patch_adj(patches, positions, obj_shape)
+        return reference.patch_adj(patches, positions, obj_shape)
+
+    def update(self, param, grad, weight, weight_max, step, alpha):
+        """param += step grad / max((1 - alpha) weight + alpha max, REL_FLOOR max), in place."""
+        if self.kernels:
+            pie_kernel.pie_update(param, grad, weight, weight_max, step=step, alpha=alpha, rel_floor=REL_FLOOR)
+        else:
+            param[...] = reference.pie_update(param, grad, weight, weight_max, step, alpha, REL_FLOOR)
+
+
+def _power(a, axes):
+    """sum over `axes` of |a|^2, real, C-contiguous."""
+    return (a.real ** 2 + a.imag ** 2).sum(axis=axes)
+
+
+def crop_box(positions, patch_shape, obj_shape):
+    """(y0, y1, x0, x1): the object rows and columns every patch at `positions` reads, at least one
+    pixel larger than the patch. Bilinear taps taken in the crop (positions - (y0, x0)) are the
+    taps taken in the whole object, bit for bit (integer offsets, the same far-edge rule)."""
+    (ny, nx), (h, w) = patch_shape, obj_shape
+    lo = np.floor(positions.min(axis=0)).astype(np.int64)
+    hi = np.floor(positions.max(axis=0)).astype(np.int64) + np.array([ny, nx]) + 2
+    y0, x0 = min(max(int(lo[0]), 0), h - ny - 1), min(max(int(lo[1]), 0), w - nx - 1)
+    return y0, min(int(hi[0]), h), x0, min(int(hi[1]), w)
+
+
+class PIEReconstruction(Reconstruction):
+    """A run of one of the PIE engines (`Config.engine`): the gradient engine's state, loop, metrics,
+    constraints, divergence recovery and checkpoints, with PIE steps instead of Adam steps."""
+
+    SNAPSHOT = Reconstruction.SNAPSHOT + ("momentum", "since_momentum")
+
+    def __init__(self, dataset, config):
+        super().__init__(dataset, config)
+        self.settings = settings(config.engine, config.pie)
+        self.ops = _Ops(self.device)
+        self.step_scale = 1.0                   # halved after each divergence
+        self.since_momentum = 0
+        self.momentum = None
+        if config.engine == "mpie":
+            xp = self.xp
+            self.momentum = {"object": [self.obj.copy(), xp.zeros_like(self.obj)],
+                             "probe": [self.probe.copy(), xp.zeros_like(self.probe)]}
+        self.pending = []                       # (rows, patches before, patches after) awaiting registration
+
+    def _groups(self):
+        return {"positions": self.correction}   # object and probe move by PIE steps, not by Adam
+
+    def batch_spec(self):
+        return 1 if self.cfg.batch is None else self.cfg.batch
+
+    def halve_steps(self):
+        super().halve_steps()
+        self.step_scale *= 0.5
+        return self.step_scale
+
+    # ---- one epoch
+    def run_epoch(self, epoch):
+        profile = {} if self.cfg.profile else None
+        n = self.ds.n_patterns
+        size = _batch_sizes(self.batch_spec(), epoch, n)
+        order = self.rng.permutation(n)          # sequential: a random order of positions per epoch
+        refine = self._active("positions", epoch)
+        total = 0.0
+        for start in range(0, n, size):
+            idx = np.sort(order[start:start + size])
+            total += self.step(idx, epoch, profile, refine) * len(idx)
+            if refine and sum(len(p[0]) for p in self.pending) >= REGISTER_EVERY:
+                self.refine_positions(profile)
+        if refine:
+            self.refine_positions(profile)
+        return total / n, size, profile
+
+    def step(self, idx, epoch, profile=None, refine=False):
+        """One PIE update from the patterns `idx`; returns their mean gaussian loss before it."""
+        xp, ops = self.xp, self.ops
+        pos = self.positions()[idx]
+        y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
+        obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
+        local = backends.to_device(self.device, np.ascontiguousarray(pos - np.array([y0, x0], np.float64)))
+        data, mask = self.batch_data(idx)
+        value, grads = model.evaluate(self.device, obj, self.probe, local, data, mask, loss="gaussian",
+                                      profile=profile, wanted=frozenset({"object", "probe"}), **self._model_kwargs())
+        s = self.settings
+        gain = -0.5 * len(idx) * self.step_scale            # dpsi = -(J/2) G_psi
+        shape = self.probe.shape[-2:]
+        with model.stage(profile, "pie_update", self.device):
+            update_probe = self._active("probe", epoch)
+            before = ops.patches(obj, local, shape) if (update_probe or refine) else None
+            if update_probe:
+                w_probe = _power(before, (0, 1))
+                w_probe_max = w_probe.max().reshape(1)
+            modes = [m for m, name in ((slice(0, 1), "object"), (slice(1, None), "object_modes"))
+                     if self._active(name, epoch)]
+            if modes:
+                lit = xp.broadcast_to(_power(self.probe, 0).astype(self.dtype), (len(idx), 1, *shape))
+                w_obj = xp.ascontiguousarray(ops.scatter(xp.ascontiguousarray(lit), local, (1, *obj.shape[1:])).real[0])
+                w_obj_max = w_obj.max().reshape(1)
+                for m in modes:
+                    ops.update(obj[m], grads["object"][m], w_obj, w_obj_max, gain * s["object_step"], s["alpha"])
+                self.obj[:, y0:y1, x0:x1] = obj
+            if update_probe:
+                ops.update(self.probe, grads["probe"], w_probe, w_probe_max, gain * s["probe_step"], s["beta"])
+            if refine:
+                after = ops.patches(obj[:1], local, shape)
+                self.pending.append((idx, before[:, 0], after[:, 0]))
+            self._momentum(len(idx), epoch)
+        return value
+
+    def _momentum(self, count, epoch):
+        """mPIE: every `momentum_every` position updates, v <- friction v + (X - X_then); X += feedback v."""
+        if self.momentum is None:
+            return
+        self.since_momentum += count
+        if self.since_momentum < self.settings["momentum_every"]:
+            return
+        self.since_momentum = 0
+        friction, feedback = self.settings["friction"], self.settings["feedback"]
+        for name, param in (("object", self.obj), ("probe", self.probe)):
+            then, velocity = self.momentum[name]
+            if self._active(name, epoch):
+                velocity *= friction
+                velocity += param
+                velocity -= then
+                param += param.real.dtype.type(feedback) * velocity
+            then[...] = param
+
+    # ---- positions
+    def refine_positions(self, profile=None):
+        """Register the pending before/after patches and take one Adam step per registered position."""
+        if not self.pending:
+            return
+        xp = self.xp
+        rows = np.concatenate([p[0] for p in self.pending])
+        with model.stage(profile, "registration", self.device):
+            before = xp.concatenate([p[1] for p in self.pending])
+            after = xp.concatenate([p[2] for p in self.pending])
+            self.pending = []
+            # The update is tiny next to the patch: its shift would fall below the 1/upsample grid.
+            # Scaling it to `position_amplify` of the patch's norm scales the shift alike (to first
+            # order) and keeps every position's signal on the grid; Adam only needs its direction.
+            delta = after - before
+            norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), xp.finfo(before.real.dtype).tiny))
+            gain = (self.settings["position_amplify"] * norms).astype(before.real.dtype)[:, None, None]
+            shift = to_host(registration.register_shift(before, before + gain * delta,
+                                                        upsample=self.settings["position_upsample"]))
+        # `after` is `before` moved by `shift`: the data see the object's features displaced by
+        # shift, i.e. the patch really sits at position - shift. Adam descends, so grad = +shift.
+        old = self.correction[rows].copy()
+        self._update_positions(rows, shift)
+        step = self.correction[rows] - old
+        step -= step.mean(axis=0)                # a common drift of all positions is invisible to the data
+        limit = self.settings["position_max_step"]
+        self.correction[rows] = old + np.clip(step, -limit, limit)
+        self._clip_positions()
+
+    # ---- checkpoints
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["pie"] = {"step_scale": self.step_scale, "since_momentum": self.since_momentum}
+        if self.momentum is not None:
+            for name, (then, velocity) in self.momentum.items():
+                state["arrays"][f"momentum.{name}.then"] = to_host(then)
+                state["arrays"][f"momentum.{name}.velocity"] = to_host(velocity)
+        return state
+
+    def load_state_dict(self, state: dict):
+        super().load_state_dict(state)
+        self.step_scale = float(state["pie"]["step_scale"])
+        self.since_momentum = int(state["pie"]["since_momentum"])
+        if self.momentum is not None:
+            dev = (lambda a: backends.to_device(self.device, a.astype(self.dtype)))
+            self.momentum = {name: [dev(state["arrays"][f"momentum.{name}.then"]),
+                                    dev(state["arrays"][f"momentum.{name}.velocity"])]
+                             for name in ("object", "probe")}
