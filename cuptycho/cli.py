@@ -358,6 +358,9 @@ def reconstruct_cmd(args) -> int:
         cfg.epochs = args.epochs
     if args.backend is not None:
         cfg.backend = args.backend
+    if args.engine is not None and args.engine != cfg.engine:
+        cfg = dataclasses.replace(cfg, engine=args.engine)
+        cfg.check()                              # e.g. a PIE engine with a poisson loss: say so now
     every = args.checkpoint_every if args.checkpoint_every is not None else run.output.get("checkpoint_every", 0)
     if every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {every}")
@@ -408,7 +411,7 @@ def reconstruct_cmd(args) -> int:
     start = rec.epoch
     n, ny, nx = ds.data.shape
     _say(f"reconstructing {data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
-         f"{cfg.epochs} epochs on {rec.device}" + (f", resumed at epoch {start}" if state is not None else "")
+         f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}" + (f", resumed at epoch {start}" if state is not None else "")
          + (f", checkpoint every {every} epochs" if every else ""))
     progress = _Progress(args.progress, cfg.epochs, start)
     # a plain function, not the _Progress object: Result.config deep-copies Config.progress (engine
@@ -462,6 +465,7 @@ def _non_negative(text):
 
 
 def parser() -> argparse.ArgumentParser:
+    from .engine import ENGINES
     from .simulate import PRESETS
 
     top = argparse.ArgumentParser(prog="cuptycho", description="Ptychographic reconstruction engine.")
@@ -489,6 +493,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.toml", help="engine, [data] and [output] options (cuptycho.config)")
     p.add_argument("-o", "--output", metavar="OUT.cxi", help="result file (default: DATA's name + .result.cxi)")
     p.add_argument("--backend", choices=backends, help="overrides the config's backend")
+    p.add_argument("--engine", choices=ENGINES, help="overrides the config's engine (gradient, or a classical PIE "
+                                                     "engine: epie, rpie, mpie)")
     p.add_argument("--epochs", type=_non_negative, help="overrides the config's epochs (resuming: extends the run)")
     p.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint (its configuration is used)")
     p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",

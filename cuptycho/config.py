@@ -7,7 +7,9 @@ Schema (every key is optional; an absent key keeps the engine's default, and TOM
 option whose default is "off" (None) is switched on by giving it)::
 
     epochs = 200                  # int >= 0
-    batch = 8                     # "full", an int >= 1, or {start = 8, factor = 2, every = 20, max = 64}
+    engine = "gradient"           # gradient | epie | rpie | mpie (cuptycho.pie: the classical engines)
+    batch = 8                     # "full", an int >= 1, or {start = 8, factor = 2, every = 20, max = 64};
+                                  # absent: "full" (gradient), 1 = sequential (PIE engines)
     loss = "gaussian"             # gaussian | poisson | intensity | weighted, or [[0, "gaussian"], [100, "poisson"]]
     position_l1 = 0.0             # weight of an L1 pull of the position corrections to zero
     max_position_correction = 5.0 # pixels per axis (absent: only the object's edges limit it)
@@ -30,6 +32,8 @@ option whose default is "off" (None) is switched on by giving it)::
     eps = 1e-8
     schedule = "constant"         # or {kind = "step", every = 40, gamma = 0.5}
                                   # or {kind = "plateau", patience = 5, factor = 0.5, threshold = 1e-3, ...}
+    [pie]                         # PIE engines: alpha, beta, object_step, probe_step, friction, feedback,
+                                  # momentum_every, position_upsample, position_amplify, position_max_step
     [tv]                          # adaptive TV on the object: ratio, p, q, eps, reduction
     [amplitude_range]             # penalty on |object| outside [low, high]: low, high, weight
     [probe_power]                 # penalty on the probe's power: weight, target
@@ -80,7 +84,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import engine, schedules
+from . import engine, pie, schedules
 from .engine import Config, Group
 
 if sys.version_info >= (3, 11):
@@ -191,7 +195,7 @@ class _Checker:
 
 # --------------------------------------------------------------------------- engine options
 
-_SCALAR_KEYS = ("epochs", "batch", "loss", "position_l1", "max_position_correction", "n_object_modes",
+_SCALAR_KEYS = ("epochs", "engine", "batch", "loss", "position_l1", "max_position_correction", "n_object_modes",
                 "n_probe_modes", "init_probe", "fit_probe_scale", "max_divergences", "seed", "backend", "dtype",
                 "profile", "metrics_every")
 # option tables (None when absent) and their keys
@@ -201,6 +205,7 @@ _TABLES = {
     "probe_power": ("weight", "target"),
     "early_stop": ("patience", "min_delta"),
     "constraints": engine.CONSTRAINTS,
+    "pie": pie.KEYS,
 }
 _SCHEDULE_KEYS = {kind: ("kind", *cls._SETTINGS) for kind, cls in schedules.KINDS.items()}
 
@@ -399,6 +404,7 @@ def _init_probe(c, key, v):
 
 _SCALAR_PARSERS = {
     "epochs": lambda c, k, v: c.integer(k, v, low=0),
+    "engine": lambda c, k, v: c.string(k, v, engine.ENGINES),
     "batch": _batch,
     "loss": _loss,
     "position_l1": lambda c, k, v: c.number(k, v, low=0.0),
@@ -481,7 +487,15 @@ def _constraints(c, name, t):
     return out
 
 
-_TABLE_PARSERS = {"tv": _tv, "amplitude_range": _amplitude_range, "probe_power": _probe_power,
+def _pie(c, name, t):
+    out = {}
+    for k, v in t.items():
+        key = f"{name}.{k}"
+        out[k] = c.integer(key, v, low=1) if k == "momentum_every" else c.number(key, v)
+    return out           # ranges and the engine's own keys: Config.check (cuptycho.pie.settings)
+
+
+_TABLE_PARSERS = {"pie": _pie, "tv": _tv, "amplitude_range": _amplitude_range, "probe_power": _probe_power,
                   "early_stop": _early_stop, "constraints": _constraints}
 
 

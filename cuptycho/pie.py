@@ -56,7 +56,7 @@ from .validation import to_host
 ENGINES = ("epie", "rpie", "mpie")
 KEYS = ("alpha", "beta", "object_step", "probe_step", "friction", "feedback", "momentum_every", "position_upsample",
         "position_amplify", "position_max_step")
-_POSITION = {"position_upsample": 100.0, "position_amplify": 0.2, "position_max_step": 1.0}
+_POSITION = {"position_upsample": 20.0, "position_amplify": 0.8, "position_max_step": 1.0}
 DEFAULTS = {
     # ePIE's denominators are the maxima: alpha = beta = 1 (not settable)
     "epie": {"alpha": 1.0, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, **_POSITION},

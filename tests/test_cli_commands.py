@@ -82,6 +82,26 @@ def test_simulate_info_reconstruct_show(workdir, capsys):
     assert not list(workdir.glob(".*.tmp"))                   # no temporary files left behind
 
 
+def test_reconstruct_with_a_pie_engine_and_resume_it(workdir, capsys):
+    """--engine picks a classical engine; its checkpoint resumes it, and another engine is refused."""
+    sim, out = workdir / "sim.cxi", workdir / "pie.cxi"
+    args = ["reconstruct", str(sim), "-o", str(out), "--backend", "cpu", "--progress", "none"]
+    assert cli.main([*args, "--engine", "rpie", "--epochs", "3", "--checkpoint-every", "2"]) == 0
+    assert "of the rpie engine on cpu" in capsys.readouterr().err
+    result = read_result(out)
+    assert result.config["engine"] == "rpie" and len(result.history) == 3 and result.history[0]["batch"] == 1
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    ckpt = workdir / "pie.ckpt.npz"
+    assert cli.main([*args, "--resume", str(ckpt), "--epochs", "5", "--force"]) == 0
+    assert len(read_result(out).history) == 5 and read_result(out).config["engine"] == "rpie"
+    capsys.readouterr()
+    assert cli.main([*args, "--resume", str(ckpt), "--engine", "epie", "--epochs", "6", "--force"]) == 2
+    assert "checkpoint is of a run of the 'rpie' engine" in error_line(capsys)
+    (workdir / "poisson.toml").write_text('loss = "poisson"\n')
+    assert cli.main([*args, "--engine", "epie", "--config", str(workdir / "poisson.toml"), "--force"]) == 2
+    assert "the epie engine's Fourier-magnitude update is the gaussian loss's" in error_line(capsys)
+
+
 def test_outputs_are_never_overwritten_without_force(workdir, capsys):
     sim, out = workdir / "sim.cxi", workdir / "keep.cxi"
     args = ["reconstruct", str(sim), "--config", str(workdir / "run.toml"), "-o", str(out), "--epochs", "1",

@@ -50,6 +50,16 @@ def test_every_option_round_trips_through_toml():
     assert C.loads(C.effective_config_toml(run.engine, data=run.data, output=run.output)).engine == cfg
 
 
+def test_pie_engine_options_round_trip_through_toml():
+    cfg = Config(engine="mpie", batch=4, probe=Group(enabled=True), positions=Group(lr=0.3, start_epoch=5),
+                 pie={"alpha": 0.2, "beta": 0.9, "object_step": 0.8, "probe_step": 0.7, "friction": 0.6,
+                      "feedback": 0.35, "momentum_every": 10, "position_upsample": 50.0, "position_amplify": 0.5,
+                      "position_max_step": 0.5})
+    text = C.effective_config_toml(cfg)
+    assert tomllib.loads(text)["pie"]["momentum_every"] == 10
+    assert C.loads(text).engine == cfg
+
+
 def test_defaults_round_trip_and_absent_keys_keep_the_engine_defaults():
     assert C.loads("").engine == Config()
     assert C.loads(C.effective_config_toml(Config())).engine == Config()
@@ -150,6 +160,14 @@ BAD = [
     ("[constraints]\nphase_range = [1.0, -1.0]", r"'constraints\.phase_range' must be \[low, high\] with low <= high"),
     ('[constraints]\nrenormalise = "yes"', r"'constraints\.renormalise' must be true or false"),
     ("[early_stop]\npatience = 0", r"'early_stop\.patience' must be >= 1"),
+    # the PIE engines
+    ('engine = "dm"', r"'engine' must be one of 'gradient', 'epie', 'rpie', 'mpie', got 'dm'"),
+    ('engine = "rpie"\n[pie]\nalhpa = 0.1', r"unknown key 'pie\.alhpa' \(did you mean 'pie\.alpha'\?\)"),
+    ('engine = "rpie"\n[pie]\nalpha = "low"', r"'pie\.alpha' must be a number, got a string 'low'"),
+    ('engine = "mpie"\n[pie]\nmomentum_every = 0', r"'pie\.momentum_every' must be >= 1"),
+    ('engine = "rpie"\n[pie]\nalpha = 2.0', r"pie\.alpha must lie in \[0, 1\], got 2\.0"),
+    ('engine = "epie"\nloss = "poisson"', r"the epie engine's Fourier-magnitude update is the gaussian loss's"),
+    ('[pie]\nalpha = 0.1', r"pie settings \['alpha'\] apply to the PIE engines, but engine is 'gradient'"),
     # data, output, simulate
     ("[data]\nfocus_distanse = 1e-3", r"unknown key 'data\.focus_distanse' \(did you mean 'data\.focus_distance'\?\)"),
     ("[data]\ncrop = [0, 64]", r"'data\.crop' must be >= 1"),
