@@ -27,6 +27,16 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+# Transforms of fewer elements run on one thread: FFTW's thread pool costs more than it saves on
+# a few small patches (a sequential PIE step is one 64 x 64 transform). Same limit as the kernels'
+# CPT_MIN_PARALLEL.
+MIN_PARALLEL = 32768
+
+
+def threads_for(shape) -> int:
+    return cpu_threads() if int(np.prod(shape)) >= MIN_PARALLEL else 1
+
+
 @functools.cache
 def _pyfftw():
     try:
@@ -50,7 +60,7 @@ class FFTWPlan:
         pyfftw = _pyfftw()
         self.buffer = pyfftw.empty_aligned(shape, dtype=dtype)
         self.buffer[...] = 0
-        kw = dict(axes=AXES, flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=cpu_threads())
+        kw = dict(axes=AXES, flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=threads_for(shape))
         self._fwd = pyfftw.FFTW(self.buffer, self.buffer, direction="FFTW_FORWARD", **kw)
         self._inv = pyfftw.FFTW(self.buffer, self.buffer, direction="FFTW_BACKWARD", **kw)
 
@@ -70,7 +80,7 @@ class ScipyPlan:
 
     def __init__(self, shape, dtype):
         self.buffer = np.zeros(shape, dtype)
-        self._workers = cpu_threads()
+        self._workers = threads_for(shape)
 
     def forward(self, x):
         import scipy.fft

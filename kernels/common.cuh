@@ -10,7 +10,8 @@
 // CPT_KERNEL = an extern "C" entry, one per dtype, that calls a CPT_DEV body.
 //
 // Loop shapes (the same body, two drivers):
-//   CPT_FOR(i, n)          flat loop. GPU: grid-stride loop. CPU: `omp parallel for`.
+//   CPT_FOR(i, n)          flat loop. GPU: grid-stride loop. CPU: `omp parallel for` (serial
+//                          below CPT_MIN_PARALLEL elements).
 //   CPT_FOR_ROWS(row, nrows, ncols) ... CPT_FOR_COLS(col, ncols) { ... } CPT_END_ROWS
 //                          "rows in parallel, columns inner". CPU: one row per iteration of an
 //                          `omp parallel for`, so per-row set-up (taps, pointers) is done once
@@ -51,11 +52,20 @@ using std::sqrt;
 #  define CPT_DEV static inline
 #  define CPT_KERNEL extern "C"
 #  define CPT_RESTRICT __restrict__
-#  define CPT_FOR(i, n) \
-     _Pragma("omp parallel for schedule(static)") for (long long i = 0; i < (long long)(n); ++i)
+// Loops over fewer than CPT_MIN_PARALLEL elements run on the calling thread: waking the pool
+// (passive waiting, see cuptycho/_build.py) costs tens of microseconds, more than the work of a
+// single patch (the sequential PIE engines launch per position). The one-pass outer `for` only
+// binds the element count to a name the pragma can see.
+#  define CPT_MIN_PARALLEL 32768LL
+#  define CPT_FOR(i, n)                                                                    \
+     for (long long cpt_n_ = (long long)(n), cpt_once_ = 0; cpt_once_ < 1; ++cpt_once_)    \
+     _Pragma("omp parallel for schedule(static) if(cpt_n_ >= CPT_MIN_PARALLEL)")           \
+     for (long long i = 0; i < cpt_n_; ++i)
 #  define CPT_FOR_ROWS(row, nrows, ncols)                                                  \
-     _Pragma("omp parallel for schedule(static)")                                          \
-     for (long long row = 0; row < (long long)(nrows); ++row) {
+     for (long long cpt_rows_ = (long long)(nrows), cpt_n_ = cpt_rows_ * (long long)(ncols), cpt_once_ = 0; \
+          cpt_once_ < 1; ++cpt_once_)                                                       \
+     _Pragma("omp parallel for schedule(static) if(cpt_n_ >= CPT_MIN_PARALLEL)")           \
+     for (long long row = 0; row < cpt_rows_; ++row) {
 #  define CPT_FOR_COLS(col, ncols) for (long long col = 0; col < (long long)(ncols); ++col)
 #  define CPT_END_ROWS }
 #  define CPT_ROW_ADD(p, v) (*(p) += (v))

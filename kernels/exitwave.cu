@@ -91,7 +91,7 @@ CPT_DEV void exitwave_adj(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long
     const long long r = i / nx, c = i % nx;
     const long long r0 = r, r1 = r + 1, c0 = c, c1 = c + 1;
 #else
-#pragma omp parallel
+#pragma omp parallel if(n_pos * n_obj * n_probe * ny * nx >= CPT_MIN_PARALLEL)
   {
     const long long nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const long long r0 = ny * tid / nt, r1 = ny * (tid + 1) / nt, c0 = 0, c1 = nx;

@@ -109,7 +109,7 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
   // CPU: rows in parallel, each in three contiguous column passes over a per-thread scratch row
   // (intensity summed over the modes, then loss and gradient factor per pixel, then every mode
   // scaled), so each pass vectorises; the per-pixel form above ran 2.5x slower here.
-#pragma omp parallel
+#pragma omp parallel if(n_pos * n_modes * buf_ny * buf_nx >= CPT_MIN_PARALLEL)
   {
     T* factor = new T[nx > 0 ? nx : 1];
 #pragma omp for schedule(static)

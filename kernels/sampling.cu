@@ -50,7 +50,7 @@ CPT_DEV void patch_adj(const cplx<T>* CPT_RESTRICT patches, long long n_modes, l
     }
   }
 #else
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) if(n_pos * n_modes * ny * nx >= CPT_MIN_PARALLEL)
   for (long long row = 0; row < n_modes * h; ++row) {
     const long long m = row / h, y = row % h;
     cplx<T>* CPT_RESTRICT dst = obj_grad + row * w;
@@ -136,7 +136,7 @@ CPT_DEV void patch_posgrad(const cplx<T>* CPT_RESTRICT obj, long long n_modes, l
     __syncthreads();
   }
 #else
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n_pos * n_modes * ny * nx >= CPT_MIN_PARALLEL)
   for (long long j = 0; j < n_pos; ++j) {
     const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
     double gy = 0, gx = 0;
