@@ -336,3 +336,19 @@ def test_position_refinement_from_5_px_rms():
     assert result.history[0]["position_error_rms"] > 4.5
     assert result.history[-1]["position_error_rms"] < 0.5
     assert result.history[-1]["object_correlation"] >= 0.9
+
+
+def test_object_modes_follow_their_own_group(farfield):
+    """Object modes take the same PIE step as the first mode, and stay put while their group is off."""
+    _, ds = farfield
+    rec = Reconstruction(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2))
+    start = rec.obj.copy()
+    rec.run(until=1)
+    assert not np.array_equal(rec.obj[1], start[1]) and not np.array_equal(rec.obj[0], start[0])
+    rec = Reconstruction(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2,
+                                    object_modes=Group(start_epoch=1)))
+    start = rec.obj.copy()
+    rec.run(until=1)
+    assert np.array_equal(rec.obj[1], start[1]) and not np.array_equal(rec.obj[0], start[0])
+    rec.run(until=2)
+    assert not np.array_equal(rec.obj[1], start[1])
