@@ -1,5 +1,6 @@
-"""PIE engines vs the gradient engine: convergence against wall time (known probe), and M-ePIE vs
-M-rPIE in a blind three-mode reconstruction on a full and a half-density scan (after SciComPty).
+"""PIE engines vs the gradient engine: convergence against wall time (known probe), M-ePIE vs
+M-rPIE in a blind three-mode reconstruction on a full and a half-density scan (after SciComPty),
+and position refinement from 5 px RMS errors (registration + per-position Adam vs gradients).
 
     python benchmarks/experiments/pie_vs_gradient.py [--epochs N] [--blind-epochs N] [--backend cpu]
                                                      [--seed 0] [--json out.json] [--quick] [--every 20]
@@ -38,6 +39,12 @@ first-call costs do not land on the first timed engine; then every part A run is
 (--repeats, 3 by default, interleaved) and each epoch's time is the median over the repeats (the
 correlation curves of the repeats agree; the JSON gives their largest spread). Part B runs once.
 
+Part C: position refinement. 128 x 128 patterns, the same probe scaled (FWHM 32 px), a 6 x 6
+raster (step 9.6 px), positions 5 px RMS off, known probe, 80 epochs: rPIE and mPIE with the
+cross-correlation refinement (positions lr 0.3 from epoch 5) and the gradient engine (batch 8,
+object lr 0.2, positions lr 0.2 from epoch 5, halved every 40). Errors after removing the median
+offset (a global shift the data cannot see).
+
 How to read it: in table A, "s/epoch" is the median engine time per epoch; "t90"/"t95" are the
 cumulative engine seconds (and "e90"/"e95" the number of epochs) until the correlation first
 reached 0.90 / 0.95 ("-": never within the run). The engine that reaches 0.95 in the fewest
@@ -67,6 +74,11 @@ times move with the load of the machine by up to 2x; measured at commit 34e0589)
   M-ePIE is ahead early (0.95 at epoch 38 vs 50; after 100 epochs 0.968 vs 0.975 is already
   reversed); at half density M-rPIE reaches 0.95 first (135 vs 146). Halving the density costs
   both engines ~0.015 in correlation and 3-4x the epochs to 0.95.
+- Part C (80 epochs): the registration refinement ends at 0.23 px RMS (rPIE) and 0.27 px (mPIE),
+  every position within 0.56 px; the gradient engine's refinement at 1.78 px RMS (median 0.92,
+  one position 6 px off: the corner positions' basin). The PIE runs take 4.2 s against 0.8 s,
+  half of it in the registration (36 patches of 128 x 128 per epoch on the host). Exact values
+  move a little between processes (FFTW plans differ, and refinement amplifies rounding).
 """
 from __future__ import annotations
 
@@ -292,6 +304,54 @@ def part_b(args, every, blind_epochs):
     return summaries, histories, configs, dataset
 
 
+# --------------------------------------------------------------------------- part C
+
+# 128 x 128 patterns, a 6 x 6 raster (~9.6 px steps), positions 5 px RMS off: the acceptance case of
+# the PIE position refinement (tests/test_pie.py), next to the gradient engine's refinement.
+C_SIM = dict(shape=(128, 128), probe_options={"width": 32.0, "defocus": 5e-3}, scan_size=(6, 6), position_error=5.0)
+C_EPOCHS, QUICK_C_EPOCHS = 80, 30
+TABLE_C = [("engine", "label", "s"), ("epochs", "epochs", "d"), ("start rms", "start_rms", ".2f"),
+           ("rms px", "final_rms", ".3f"), ("median px", "final_median", ".3f"), ("max px", "final_max", ".3f"),
+           ("final corr", "final_correlation", ".4f"), ("seconds", "engine_seconds", ".2f")]
+
+
+def _part_c_runs():
+    return [
+        ("rPIE + registration", dict(engine="rpie", positions=Group(lr=0.3, start_epoch=5))),
+        ("mPIE + registration", dict(engine="mpie", positions=Group(lr=0.3, start_epoch=5))),
+        ("gradient batch 8", dict(batch=8, object=Group(lr=0.2), positions=Group(
+            lr=0.2, start_epoch=5, schedule={"kind": "step", "every": 40, "gamma": 0.5}))),
+    ]
+
+
+def part_c(args, every, epochs):
+    exp = simulate.preset(PRESET, seed=2, **C_SIM)
+
+    def dataset():
+        ds = exp.dataset()
+        ds.probe = exp.probe
+        return ds
+
+    print(f"\npart C: position refinement, {exp.n_positions} patterns {exp.data.shape[1:]}, step {exp.step:.2f} px, "
+          f"positions {C_SIM['position_error']} px RMS off, known probe, {epochs} epochs")
+    summaries, histories = [], {}
+    for label, kw in _part_c_runs():
+        cfg = Config(backend=args.backend, seed=args.seed, metrics_every=10, epochs=epochs, **kw)
+        result, rows, summary = run(dataset(), cfg, label, every=every, verbose=args.every_verbose)
+        done = [r for r in rows if "position_error_rms" in r]
+        summary.update(start_rms=done[0]["position_error_rms"], final_rms=done[-1]["position_error_rms"],
+                       final_median=done[-1]["position_error_median"],
+                       final_max=float(np.max(np.hypot(*(result.positions - exp.positions
+                                                          - np.median(result.positions - exp.positions, axis=0)).T))))
+        summaries.append(summary)
+        histories[label] = [{"epoch": r["epoch"], "seconds": r["seconds"], "loss": r["loss"],
+                             "position_error_rms": r.get("position_error_rms"),
+                             "object_correlation": r.get("object_correlation")} for r in rows]
+        print(f"   {label}: {summary['start_rms']:.2f} -> {summary['final_rms']:.3f} px RMS, correlation "
+              f"{summary['final_correlation']:.4f}, {summary['engine_seconds']:.2f} s engine", flush=True)
+    return summaries, histories, {"sim": {k: v for k, v in C_SIM.items()}, "seed": 2, "step_px": exp.step}
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -322,6 +382,7 @@ def main(argv=None):
     t_all = time.perf_counter()
     a_rows, a_hist, a_cfg, a_data = part_a(args, every)
     b_rows, b_hist, b_cfg, b_data = part_b(args, every, blind_epochs)
+    c_rows, c_hist, c_data = part_c(args, every, QUICK_C_EPOCHS if args.quick else C_EPOCHS)
     total = time.perf_counter() - t_all
 
     print("\nA: convergence vs engine time (known probe, object only); e = epochs, t = cumulative engine seconds "
@@ -332,6 +393,8 @@ def main(argv=None):
     print(f"\nB: blind, {N_MODES} probe modes (true powers "
           f"{'/'.join(f'{100 * p:.0f}' for p in simulate.default_power_fractions(N_MODES))} %), {blind_epochs} epochs")
     print_table(b_rows, TABLE_B)
+    print("\nC: position refinement from 5 px RMS (errors after removing the median offset)")
+    print_table(c_rows, TABLE_C)
     m = machine()
     print(f"\ntotal {total:.1f} s on {m['cpu_count']} CPUs ({m.get('cpu_model')}), backend {args.backend}"
           + ("  (--quick: a smoke run, not converged)" if args.quick else ""))
@@ -343,8 +406,9 @@ def main(argv=None):
                        "thresholds": THRESHOLDS, "times": TIMES, "blind_epochs": blind_epochs,
                        "part_a": {"dataset": a_data, "runs": a_cfg},
                        "part_b": {"dataset": b_data, "runs": b_cfg}},
-            "histories": {"part_a": a_hist, "part_b": b_hist},
-            "tables": {"part_a": a_rows, "part_b": b_rows},
+            "histories": {"part_a": a_hist, "part_b": b_hist, "part_c": c_hist},
+            "tables": {"part_a": a_rows, "part_b": b_rows, "part_c": c_rows},
+            "part_c": c_data,
             "total_seconds": total,
             "machine": m,
         }
