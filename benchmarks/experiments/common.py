@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,37 @@ class Table:
             self.started = True
         cells = [_fmt(record.get(key), spec) for _, key, spec in self.columns]
         print("  ".join(c.rjust(w) for c, w in zip(cells, self.widths)), file=file, flush=True)
+
+
+def run_tracked(recon, columns, *, every, verbose=True, derive=None, first=None):
+    """Run a `cuptycho.engine.Reconstruction` to its end, keeping every epoch's record.
+
+    Each record gains "wall" (the seconds of the whole epoch: the engine's step, metrics and
+    bookkeeping) and whatever `derive(record)` returns (a dict); every `every` epochs and at the
+    last one the record is printed as a row of `Table(columns)` when `verbose`, after the row
+    `first` (e.g. the starting point) when given. Returns (result, records, wall seconds of the whole run).
+    """
+    rows, table = [], Table(columns)
+    if verbose and first is not None:
+        table.row(first)
+    epochs = recon.cfg.epochs
+    last = [time.perf_counter()]
+
+    def progress(rec):
+        now = time.perf_counter()
+        rec = dict(rec, wall=now - last[0])
+        last[0] = now
+        if derive is not None:
+            rec.update(derive(rec))
+        rows.append(rec)
+        if verbose and (rec["epoch"] % every == 0 or rec["epoch"] == epochs - 1):
+            table.row(rec)
+        return False
+
+    recon.cfg.progress = progress
+    t0 = last[0] = time.perf_counter()
+    result = recon.run()
+    return result, rows, time.perf_counter() - t0
 
 
 def print_table(rows, columns, file=None):

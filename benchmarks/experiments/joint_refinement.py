@@ -95,7 +95,7 @@ import time
 
 import numpy as np
 
-from common import RAW, Table, add_arguments, machine, resolve_epochs, resolve_every, write_json
+from common import RAW, add_arguments, machine, resolve_epochs, resolve_every, run_tracked, write_json
 
 from cuptycho import engine, simulate
 from cuptycho.engine import Config, Group
@@ -163,30 +163,11 @@ def run(exp, config: Config, every=10, verbose=True):
     e0 = metrics.position_errors(exp.positions_start, truth_pos)
     start.update(position_error_median=e0["median"], position_error_rms=e0["rms"],
                  position_error_median_robust=float(np.median(start_err)), n_far=int(np.sum(start_err > FAR)))
-    rows = []
-    table = Table(COLUMNS)
-    if verbose:
-        table.row(start)
-    last = [time.perf_counter()]
-
-    def progress(rec):
-        now = time.perf_counter()
-        rec = dict(rec)
-        rec["wall"] = now - last[0]               # the whole epoch: engine step, metrics, bookkeeping
-        last[0] = now
+    def derive(rec):
         err = robust_position_errors(recon.positions(), truth_pos)
-        rec["position_error_median_robust"] = float(np.median(err))
-        rec["n_far"] = int(np.sum(err > FAR))
-        rows.append(rec)
-        if verbose and (rec["epoch"] % every == 0 or rec["epoch"] == config.epochs - 1):
-            table.row(rec)
-        return False
+        return {"position_error_median_robust": float(np.median(err)), "n_far": int(np.sum(err > FAR))}
 
-    config.progress = progress
-    t0 = time.perf_counter()
-    last[0] = t0
-    result = recon.run()
-    wall = time.perf_counter() - t0
+    result, rows, wall = run_tracked(recon, COLUMNS, every=every, verbose=verbose, first=start, derive=derive)
     final = rows[-1]
     summary = _summary(start, final, rows, wall, result)
     return result, [start] + rows, summary

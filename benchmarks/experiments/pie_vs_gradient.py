@@ -87,7 +87,7 @@ import time
 
 import numpy as np
 
-from common import RAW, Table, add_arguments, machine, print_table, resolve_epochs, resolve_every, write_json
+from common import RAW, add_arguments, machine, print_table, resolve_epochs, resolve_every, run_tracked, write_json
 
 from cuptycho import engine, simulate
 from cuptycho.engine import Config, Group
@@ -137,27 +137,15 @@ TABLE_B = [("scan", "scan", "s"), ("engine", "label", "s"), ("positions", "posit
 def run(ds, config: Config, label, every=20, verbose=True):
     """Reconstruct `ds` with `config`, metrics every epoch; returns (result, history rows, summary)."""
     recon = engine.Reconstruction(ds, config)
-    rows, cum = [], [0.0]
-    table = Table(PROGRESS)
-    last = [time.perf_counter()]
+    cum = [0.0]
 
-    def progress(rec):
-        now = time.perf_counter()
+    def cumulative(rec):
         cum[0] += rec["seconds"]
-        rec = dict(rec, cum_seconds=cum[0], wall=now - last[0])   # wall: the whole epoch, metrics included
-        last[0] = now
-        rows.append(rec)
-        if verbose and (rec["epoch"] % every == 0 or rec["epoch"] == config.epochs - 1):
-            table.row(rec)
-        return False
+        return {"cum_seconds": cum[0]}
 
-    config.progress = progress
     if verbose:
         print(f"-- {label}: {config.epochs} epochs")
-    t0 = time.perf_counter()
-    last[0] = t0
-    result = recon.run()
-    wall = time.perf_counter() - t0
+    result, rows, wall = run_tracked(recon, PROGRESS, every=every, verbose=verbose, derive=cumulative)
     return result, rows, summarise(label, rows, wall, result)
 
 

@@ -49,7 +49,7 @@ import time
 
 import numpy as np
 
-from common import RAW, Table, add_arguments, machine, resolve_epochs, resolve_every, write_json
+from common import RAW, add_arguments, machine, resolve_epochs, resolve_every, run_tracked, write_json
 
 from cuptycho import engine, geometry, simulate
 from cuptycho.engine import Config, Group
@@ -106,27 +106,10 @@ def run(exp, config: Config, every=5, verbose=True):
     z_true = exp.z
     start = {"epoch": "start", "z_mm": exp.z_start * 1e3, "dz_um": (exp.z_start - z_true) * 1e6,
              "z_error": abs(exp.z_start - z_true) / z_true}
-    rows = []
-    table = Table(COLUMNS)
-    if verbose:
-        table.row(start)
-    last = [time.perf_counter()]
-
-    def progress(rec):
-        now = time.perf_counter()
-        rec = dict(rec, wall=now - last[0], z_mm=rec["z"] * 1e3, dz_um=(rec["z"] - z_true) * 1e6,
-                   z_error=abs(rec["z"] - z_true) / z_true)
-        last[0] = now
-        rows.append(rec)
-        if verbose and (rec["epoch"] % every == 0 or rec["epoch"] == config.epochs - 1):
-            table.row(rec)
-        return False
-
-    config.progress = progress
-    t0 = time.perf_counter()
-    last[0] = t0
-    result = recon.run()
-    wall = time.perf_counter() - t0
+    result, rows, wall = run_tracked(
+        recon, COLUMNS, every=every, verbose=verbose, first=start,
+        derive=lambda rec: dict(z_mm=rec["z"] * 1e3, dz_um=(rec["z"] - z_true) * 1e6,
+                                z_error=abs(rec["z"] - z_true) / z_true))
     final = rows[-1]
     z_rec = 1.0 - final["z_error"] / start["z_error"] if start["z_error"] else None
     within = next((r["epoch"] for r in rows if r["z_error"] <= 0.01 * start["z_error"]), None)
