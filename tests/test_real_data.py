@@ -189,3 +189,14 @@ def test_velociprobe_siemens_star_reconstructs_and_writes_result(tmp_path):
         np.testing.assert_allclose(e["ptychodus/loss_values"][()], result.loss)
         np.testing.assert_array_equal(e["cuptycho/positions_nominal"][()], ds.positions)
         assert json.loads(e["cuptycho/config"][()].decode())["batch"] == 32
+
+
+def test_velociprobe_siemens_star_with_the_pie_engines():
+    """The classical engines on measured data: sequential rPIE and the batched variant both lower the
+    loss (measured, 10 epochs: sequential 1.73e4 -> 9.0e3, batch 32 2.35e4 -> 6.4e3) and stay finite."""
+    ds = cio.load(_require(STAR))
+    for extra, factor in (({}, 1.6), ({"batch": 32}, 2.5)):
+        result = cuptycho.reconstruct(ds, Config(engine="rpie", epochs=10, probe=Group(enabled=True),
+                                                 init_probe="dataset", backend="cpu", seed=0, **extra))
+        assert result.loss[0] / result.loss[-1] > factor, (extra, result.loss)
+        assert np.all(np.isfinite(result.object)) and np.all(np.isfinite(result.probe))
