@@ -30,6 +30,9 @@ batch = 1.
 mPIE (Maiden, Johnson & Li 2017) adds momentum every `momentum_every` position updates:
 v <- friction v + (X - X_before); X <- X + feedback v; X_before <- X, for X the object and the probe.
 
+The loss an epoch reports is the running one: each pattern's gaussian loss just before its own
+update (what ePIE's error metric reports), averaged over the epoch.
+
 Each step works on the object's bounding box of the batch's patches (a copy written back after
 the update), so a sequential step costs a patch, not the whole object.
 
@@ -270,8 +273,9 @@ class PIEReconstruction(Reconstruction):
             after = xp.concatenate([p[2] for p in self.pending])
             self.pending = []
             # The update is tiny next to the patch: its shift would fall below the 1/upsample grid.
-            # Scaling it to `position_amplify` of the patch's norm scales the shift alike (to first
-            # order) and keeps every position's signal on the grid; Adam only needs its direction.
+            # Scaled to `position_amplify` of the patch's norm, it moves the measured shift alike
+            # (to first order) and keeps every position's signal on the grid; Adam needs only its
+            # direction.
             delta = after - before
             norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), xp.finfo(before.real.dtype).tiny))
             gain = (self.settings["position_amplify"] * norms).astype(before.real.dtype)[:, None, None]

@@ -123,13 +123,15 @@ PROGRESS = [("epoch", "epoch", "d"), ("loss", "loss", ".4e"), ("corr", "object_c
 
 TABLE_A = [("engine", "label", "s"), ("epochs", "epochs", "d"), ("s/epoch", "s_per_epoch", ".4f"),
            ("wall/epoch", "wall_per_epoch", ".4f"), ("final corr", "final_correlation", ".4f"),
-           ("best corr", "best_correlation", ".4f"), ("e90", "epochs_to_0.90", "d"), ("t90 s", "seconds_to_0.90", ".3f"),
-           ("e95", "epochs_to_0.95", "d"), ("t95 s", "seconds_to_0.95", ".3f"), ("total s", "engine_seconds", ".2f")]
+           ("best corr", "best_correlation", ".4f"), ("e90", "epochs_to_0.90", "d"),
+           ("t90 s", "seconds_to_0.90", ".3f"), ("e95", "epochs_to_0.95", "d"), ("t95 s", "seconds_to_0.95", ".3f"),
+           ("total s", "engine_seconds", ".2f")]
 
 TABLE_B = [("scan", "scan", "s"), ("engine", "label", "s"), ("positions", "positions", "d"),
            ("overlap", "overlap", ".2f"), ("final corr", "final_correlation", ".4f"),
-           ("best corr", "best_correlation", ".4f"), ("e95", "epochs_to_0.95", "d"), ("final loss", "final_loss", ".2f"),
-           ("modes %", "modes", "s"), ("s/epoch", "s_per_epoch", ".4f"), ("seconds", "engine_seconds", ".2f"), ("wall s", "wall_seconds", ".2f")]
+           ("best corr", "best_correlation", ".4f"), ("e95", "epochs_to_0.95", "d"),
+           ("final loss", "final_loss", ".2f"), ("modes %", "modes", "s"), ("s/epoch", "s_per_epoch", ".4f"),
+           ("seconds", "engine_seconds", ".2f"), ("wall s", "wall_seconds", ".2f")]
 
 
 # --------------------------------------------------------------------------- one run
