@@ -277,7 +277,8 @@ class PIEReconstruction(Reconstruction):
             # (to first order) and keeps every position's signal on the grid; Adam needs only its
             # direction.
             delta = after - before
-            norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), xp.finfo(before.real.dtype).tiny))
+            tiny = xp.finfo(before.real.dtype).tiny
+            norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), tiny))
             gain = (self.settings["position_amplify"] * norms).astype(before.real.dtype)[:, None, None]
             shift = to_host(registration.register_shift(before, before + gain * delta,
                                                         upsample=self.settings["position_upsample"]))
