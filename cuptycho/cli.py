@@ -411,7 +411,8 @@ def reconstruct_cmd(args) -> int:
     start = rec.epoch
     n, ny, nx = ds.data.shape
     _say(f"reconstructing {data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
-         f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}" + (f", resumed at epoch {start}" if state is not None else "")
+         f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}"
+         + (f", resumed at epoch {start}" if state is not None else "")
          + (f", checkpoint every {every} epochs" if every else ""))
     progress = _Progress(args.progress, cfg.epochs, start)
     # a plain function, not the _Progress object: Result.config deep-copies Config.progress (engine

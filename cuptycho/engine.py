@@ -351,6 +351,11 @@ class Reconstruction:
     def positions(self):
         return np.ascontiguousarray(self.nominal + self.correction)
 
+    def batch_positions(self, idx):
+        """Current positions of the patterns `idx` (host, C-contiguous), without forming all of them:
+        a sequential engine asks once per position."""
+        return self.nominal[idx] + self.correction[idx]
+
     def z(self):
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
 
@@ -382,7 +387,7 @@ class Reconstruction:
         return self.data[didx], (self.mask if self.mask.ndim == 2 else self.mask[didx])
 
     def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
-        pos = backends.to_device(self.device, self.positions()[idx])
+        pos = backends.to_device(self.device, self.batch_positions(idx))
         data, mask = self.batch_data(idx)
         return model.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
                               profile=profile, wanted=wanted, **self._model_kwargs())
@@ -574,8 +579,8 @@ class Reconstruction:
         states, the minibatch RNG, the loss scale, the TV weight, counters and the history.
         Arrays are NumPy; everything else is JSON-serialisable."""
         state = {
-            "engine": self.cfg.engine, "epoch": self.epoch, "finished": self.finished, "best": self.best, "stale": self.stale,
-            "divergences": self.divergences, "loss_scale": self.loss_scale, "rng": self.rng.bit_generator.state,
+            "engine": self.cfg.engine, "epoch": self.epoch, "finished": self.finished, "best": self.best,
+            "stale": self.stale, "divergences": self.divergences, "loss_scale": self.loss_scale, "rng": self.rng.bit_generator.state,
             "history": self.history, "events": self.events, "timings": self.timings,
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),

@@ -56,7 +56,6 @@ from .launchers import pie as pie_kernel
 from .launchers import sampling
 from .validation import to_host
 
-ENGINES = ("epie", "rpie", "mpie")
 KEYS = ("alpha", "beta", "object_step", "probe_step", "friction", "feedback", "momentum_every", "position_upsample",
         "position_amplify", "position_max_step")
 _POSITION = {"position_upsample": 20.0, "position_amplify": 0.8, "position_max_step": 1.0}
@@ -67,6 +66,7 @@ DEFAULTS = {
     "mpie": {"alpha": 0.25, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, "friction": 0.7, "feedback": 0.3,
              "momentum_every": 20, **_POSITION},
 }
+ENGINES = tuple(DEFAULTS)
 REGISTER_EVERY = 64          # positions whose before/after patches are registered in one batched call
 REL_FLOOR = 1e-8             # denominators never fall below this fraction of their maximum
 
@@ -210,7 +210,7 @@ class PIEReconstruction(Reconstruction):
     def step(self, idx, epoch, profile=None, refine=False):
         """One PIE update from the patterns `idx`; returns their mean gaussian loss before it."""
         xp, ops = self.xp, self.ops
-        pos = self.positions()[idx]
+        pos = self.batch_positions(idx)
         y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
         obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
         local = backends.to_device(self.device, np.ascontiguousarray(pos - np.array([y0, x0], np.float64)))
