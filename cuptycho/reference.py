@@ -14,6 +14,15 @@ Arrays, batch first (C order):
 
 Gradients use g = dL/dRe + i dL/dIm (a step dx changes L by Re(vdot(g, dx))). Inputs are
 assumed valid here; `cuptycho.api` checks them before calling in.
+
+Twins. Every kernel launcher (a public function of cuptycho/launchers/*.py that launches a kernel)
+has a twin here of the same name and parameters, less the launcher's output buffers (out=,
+loss_rows=, spectrum_out=, dz_rows=, grad_patches=, grad_probe=); tests/test_kernels_twins.py
+runs each pair on the same inputs and checks the signatures. A twin never writes its arguments.
+It returns what its launcher returns (an output buffer the launcher accumulates into is taken
+as zeros), followed by the new value of every other argument the launcher writes in place:
+    likelihood -> (loss_rows, new waves)        spectrum_adj -> (dz_rows or None, new g)
+    adam_step  -> (new param, new m, new v)     spectrum_fwd, pie_update -> new x, new param
 """
 from __future__ import annotations
 
@@ -123,19 +132,52 @@ def patch_posgrad(obj, positions, grad_patches):
 
 # --------------------------------------------------------------------------- mixed-state exit waves
 
-def exitwave_fwd(probe, patches):
-    """psi[j, m, k] = probe[k] * o[j, m].  probe (K, Ny, Nx), patches (J, Mo, Ny, Nx) -> (J, Mo, K, Ny, Nx)."""
+def _pad(x, padding):
+    """Zero-pad the last two axes by padding = (py, px) pixels on each side."""
+    py, px = padding
+    if py == px == 0:
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(py, py), (px, px)])
+
+
+def _crop(x, padding, shape):
+    """The (Ny, Nx) = shape window at offset padding = (py, px) of the last two axes: adjoint of _pad."""
+    py, px = padding
+    return x[..., py:py + shape[0], px:px + shape[1]]
+
+
+def _modulate(probe, patches):
+    """psi[j, m, k] = probe[k] * o[j, m]:  (K, Ny, Nx), (J, Mo, Ny, Nx) -> (J, Mo, K, Ny, Nx)."""
     return patches[:, :, None] * probe[None, None]
 
 
-def exitwave_adj_obj(probe, grad_psi):
-    """Adjoint of `exitwave_fwd` in the patches: G_o[j, m] = sum_k conj(probe[k]) G_psi[j, m, k]."""
+def _modulate_adj_patches(probe, grad_psi):
+    """Adjoint of `_modulate` in the patches: G_o[j, m] = sum_k conj(probe[k]) G_psi[j, m, k]."""
     return np.einsum("kyx,jmkyx->jmyx", np.conj(probe), grad_psi)
 
 
-def exitwave_adj_probe(patches, grad_psi):
-    """Adjoint of `exitwave_fwd` in the probe: G_probe[k] = sum_{j, m} conj(o[j, m]) G_psi[j, m, k]."""
+def _modulate_adj_probe(patches, grad_psi):
+    """Adjoint of `_modulate` in the probe: G_probe[k] = sum_{j, m} conj(o[j, m]) G_psi[j, m, k]."""
     return np.einsum("jmyx,jmkyx->kyx", np.conj(patches), grad_psi)
+
+
+def exitwave_fwd(obj, probe, positions, padding=(0, 0)):
+    """Exit waves probe[k] * patch_fwd(obj)[j, m] zero-padded by `padding` = (py, px) on each side.
+
+    obj (Mo, H, W), probe (K, Ny, Nx), positions (J, 2) -> (J, Mo, K, Ny + 2 py, Nx + 2 px).
+    """
+    return _pad(_modulate(probe, patch_fwd(obj, positions, probe.shape[-2:])), padding)
+
+
+def exitwave_adj(obj, probe, positions, grad_waves, padding=(0, 0)):
+    """Adjoint of `exitwave_fwd` in both arguments, from the centre window of `grad_waves`.
+
+    Returns (grad_patches (J, Mo, Ny, Nx), grad_probe (K, Ny, Nx)); the object gradient is
+    patch_adj(grad_patches). The padding of grad_waves is ignored (the adjoint of the zero pad).
+    """
+    grad_psi = _crop(grad_waves, padding, probe.shape[-2:])
+    patches = patch_fwd(obj, positions, probe.shape[-2:])
+    return _modulate_adj_patches(probe, grad_psi), _modulate_adj_probe(patches, grad_psi)
 
 
 # --------------------------------------------------------------------------- propagation
@@ -182,18 +224,14 @@ class TransferFunctionPropagator:
         self.kz = kz
 
     def _pad(self, x):
-        py, px = self.padding
-        if py == px == 0:
-            return x
-        return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(py, py), (px, px)])
+        return _pad(x, self.padding)
 
     def _crop(self, x):
-        py, px = self.padding
-        return x[..., py:py + self.shape[0], px:px + self.shape[1]]
+        return _crop(x, self.padding, self.shape)
 
     def spectrum(self, psi):
         """H_z F P psi, the propagated spectrum the z-gradient needs (kept from the forward pass)."""
-        return self.h * fft2(self._pad(psi))
+        return spectrum_fwd(fft2(self._pad(psi)), self.h)
 
     def fwd(self, psi, spectrum=None):
         return self._crop(ifft2(self.spectrum(psi) if spectrum is None else spectrum))
@@ -204,11 +242,24 @@ class TransferFunctionPropagator:
 
     def adj_and_dz(self, grad, spectrum):
         """(A^H G, dL/dz) with dL/dz = -sum kz Im(conj(F P G) spectrum); dz is None without a spectrum."""
-        ghat = fft2(self._pad(grad))
-        dz = None
-        if spectrum is not None:
-            dz = -float(np.sum(self.kz * np.imag(np.conj(ghat) * spectrum), dtype=np.float64))
-        return self._crop(ifft2(np.conj(self.h) * ghat)), dz
+        dz_rows, ghat = spectrum_adj(fft2(self._pad(grad)), self.h, self.kz, spectrum)
+        return self._crop(ifft2(ghat)), None if dz_rows is None else float(np.sum(dz_rows))
+
+
+def spectrum_fwd(x, h):
+    """The spectral multiply h * x (h (..., buf_ny, buf_nx) broadcast over x's leading axes)."""
+    return h * x
+
+
+def spectrum_adj(g, h, kz=None, spectrum=None):
+    """(dz_rows, conj(h) * g): the adjoint multiply and, with the forward spectrum, the rows of
+    dL/dz = -sum kz Im(conj(g) spectrum), summed over each buffer row in float64 (g.shape[:-1]);
+    dz_rows is None without a spectrum."""
+    dz_rows = None
+    if spectrum is not None:
+        c = np.complex128
+        dz_rows = -np.sum(kz * np.imag(np.conj(g.astype(c)) * spectrum.astype(c)), axis=-1)
+    return dz_rows, np.conj(h) * g
 
 
 def make_propagator(kind, shape, *, z=None, wavelength=None, pixel_size=None, padding=(0, 0),
@@ -221,15 +272,15 @@ def make_propagator(kind, shape, *, z=None, wavelength=None, pixel_size=None, pa
 
 # --------------------------------------------------------------------------- losses
 
-def loss_terms(name, intensity, data):
+def loss_terms(name, intensity, data, eps=EPS):
     """Per-pixel loss l(I, d), MATH.md step 5 (mask not applied)."""
     i, d = intensity, data
     if name == "gaussian":
-        return (np.sqrt(i + EPS) - np.sqrt(d + EPS)) ** 2
+        return (np.sqrt(i + eps) - np.sqrt(d + eps)) ** 2
     if name == "poisson":
         # Poisson deviance in I + eps and d + eps: >= 0, zero exactly at I = d (the data-only
         # constant (d + eps) log(d + eps) - d - eps is added as MATH.md asks)
-        i_eps, d_eps = i + EPS, d + EPS
+        i_eps, d_eps = i + eps, d + eps
         return i_eps - d_eps * np.log(i_eps) + d_eps * np.log(d_eps) - d_eps
     if name == "intensity":
         return (i - d) ** 2
@@ -239,13 +290,13 @@ def loss_terms(name, intensity, data):
     raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")
 
 
-def loss_derivative(name, intensity, data):
+def loss_derivative(name, intensity, data, eps=EPS):
     """dl/dI of `loss_terms`, elementwise."""
     i, d = intensity, data
     if name == "gaussian":
-        return 1 - np.sqrt(d + EPS) / np.sqrt(i + EPS)
+        return 1 - np.sqrt(d + eps) / np.sqrt(i + eps)
     if name == "poisson":
-        return 1 - (d + EPS) / (i + EPS)
+        return 1 - (d + eps) / (i + eps)
     if name == "intensity":
         return 2 * (i - d)
     if name == "weighted":
@@ -254,17 +305,57 @@ def loss_derivative(name, intensity, data):
     raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")
 
 
+def _window_intensity(waves, padding, shape, intensity_scale):
+    """intensity_scale * sum over the mode axes of |waves|^2 in the `shape` window at `padding`.
+
+    waves (J, *modes, buf_ny, buf_nx) -> (J, Ny, Nx), in window (not detector) order.
+    """
+    win = _crop(waves, padding, shape)
+    return intensity_scale * np.sum(win.real ** 2 + win.imag ** 2, axis=tuple(range(1, waves.ndim - 2)))
+
+
+def intensity(waves, *, padding=(0, 0), shift=(0, 0), intensity_scale=1.0):
+    """Modelled intensities in detector order: I[j] = intensity_scale * sum_modes |Psi[j, ...]|^2.
+
+    waves (J, *modes, buf_ny, buf_nx); the window is the buffer less `padding` = (py, px) on each
+    side, and window pixel (r, c) lands on detector pixel ((r + sy) % Ny, (c + sx) % Nx) for
+    shift = (sy, sx). With the defaults: (J, Mo, K, Ny, Nx) -> (J, Ny, Nx), MATH.md step 4.
+    """
+    shape = (waves.shape[-2] - 2 * padding[0], waves.shape[-1] - 2 * padding[1])
+    return np.roll(_window_intensity(waves, padding, shape, intensity_scale), shift, axis=_AXES)
+
+
+def likelihood(waves, data, mask, *, loss, n_total, padding=(0, 0), shift=(0, 0), intensity_scale=1.0, eps=EPS):
+    """Loss rows and G_Psi of the waves of J patterns (MATH.md steps 4-5, first backward link).
+
+    waves (J, *modes, buf_ny, buf_nx); data (J, Ny, Nx) and mask (Ny, Nx) or (J, Ny, Nx) in
+    detector order. Window pixel (r, c) (buffer pixel (py + r, px + c)) pairs with detector pixel
+    ((r + sy) % Ny, (c + sx) % Nx); I = intensity_scale * sum_modes |waves|^2 there.
+    Returns (loss_rows, grad_waves):
+      loss_rows (J, Ny) float64, per window row r: sum_c w l(I, d) (the batch loss is
+        loss_rows.sum() / n_total);
+      grad_waves like waves: (2 intensity_scale / n_total) w l'(I, d) waves in the window, 0 outside
+        (the adjoint of the crop); with intensity_scale = 1 that is MATH.md's G_Psi = 2 w l' Psi / |B|.
+    """
+    shape = data.shape[-2:]
+    i = _window_intensity(waves, padding, shape, intensity_scale)
+    d, w = (np.roll(a, (-shift[0], -shift[1]), axis=_AXES) for a in (data, mask))    # to window order
+    # loss values in float64 whatever the field precision: the poisson terms cancel to O(1) from
+    # O(d log d), which float32 would resolve only to ~1e-2 per pixel at 1e4 counts
+    f64 = np.float64
+    loss_rows = np.sum(w.astype(f64) * loss_terms(loss, i.astype(f64), d.astype(f64), eps), axis=-1)
+    factor = ((2.0 * intensity_scale / n_total) * w * loss_derivative(loss, i, d, eps)).astype(i.dtype)
+    factor = factor.reshape(factor.shape[:1] + (1,) * (waves.ndim - 3) + factor.shape[1:])   # over the modes
+    grad_waves = np.zeros_like(waves)
+    _crop(grad_waves, padding, shape)[...] = factor * _crop(waves, padding, shape)
+    return loss_rows, grad_waves
+
+
 # --------------------------------------------------------------------------- the whole model
-
-def intensity(psi_far):
-    """I[j] = sum_{m, k} |Psi[j, m, k]|^2:  (J, Mo, K, Ny, Nx) -> (J, Ny, Nx)."""
-    return np.sum(psi_far.real ** 2 + psi_far.imag ** 2, axis=(1, 2))
-
 
 def forward(obj, probe, positions, propagator):
     """Modelled intensities (J, Ny, Nx) for validated (Mo, H, W) obj and (K, Ny, Nx) probe."""
-    psi = exitwave_fwd(probe, patch_fwd(obj, positions, probe.shape[-2:]))
-    return intensity(propagator.fwd(psi))
+    return intensity(propagator.fwd(exitwave_fwd(obj, probe, positions)))
 
 
 def loss_and_grad(obj, probe, positions, data, mask, loss, propagator):
@@ -275,32 +366,28 @@ def loss_and_grad(obj, probe, positions, data, mask, loss, propagator):
     """
     n_patterns = positions.shape[0]
     patches = patch_fwd(obj, positions, probe.shape[-2:])
-    psi = exitwave_fwd(probe, patches)
+    psi = _modulate(probe, patches)
     spectrum = propagator.spectrum(psi) if propagator.depends_on_z else None
     psi_far = propagator.fwd(psi, spectrum) if propagator.depends_on_z else propagator.fwd(psi)
-    i = intensity(psi_far)
-
-    # loss values in float64 whatever the field precision: the poisson terms cancel to O(1) from
-    # O(d log d), which float32 would resolve only to ~1e-2 per pixel at 1e4 counts
-    f64 = np.float64
-    value = float(np.sum(mask.astype(f64) * loss_terms(loss, i.astype(f64), data.astype(f64)))) / n_patterns
-    weight = (2.0 / n_patterns) * mask * loss_derivative(loss, i, data)
-    grad_far = weight[:, None, None].astype(i.dtype) * psi_far
+    loss_rows, grad_far = likelihood(psi_far, data, mask, loss=loss, n_total=n_patterns)
+    value = float(np.sum(loss_rows)) / n_patterns
 
     grads = {}
     if propagator.depends_on_z:
         grad_psi, grads["z"] = propagator.adj_and_dz(grad_far, spectrum)
     else:
         grad_psi = propagator.adj(grad_far)
-    grad_patches = exitwave_adj_obj(probe, grad_psi)
+    grad_patches = _modulate_adj_patches(probe, grad_psi)
     grads["object"] = patch_adj(grad_patches, positions, obj.shape)
-    grads["probe"] = exitwave_adj_probe(patches, grad_psi)
+    grads["probe"] = _modulate_adj_probe(patches, grad_psi)
     grads["positions"] = patch_posgrad(obj, positions, grad_patches)
     return value, grads
 
 
-def pie_update(param, grad, weight, weight_max, step, alpha, rel_floor=1e-8):
-    """The PIE family's regularised step (twin of kernels/pie.cu), returned as a new array:
+# --------------------------------------------------------------------------- parameter updates
+
+def pie_update(param, grad, weight, weight_max, *, step, alpha, rel_floor=1e-8):
+    """The PIE family's regularised step, returned as a new array (twin of kernels/pie.cu):
     param + step grad / d with d = max((1 - alpha) weight + alpha weight_max, rel_floor weight_max),
     weight broadcast over the leading (mode) axes; unchanged where d = 0."""
     wmax = np.asarray(weight_max).reshape(-1)[0]
@@ -308,3 +395,29 @@ def pie_update(param, grad, weight, weight_max, step, alpha, rel_floor=1e-8):
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.where(d > 0, step / d, 0)
     return (param + gain * grad).astype(param.dtype)
+
+
+def adam_step(param, grad, m, v, *, step, lr, betas=(0.9, 0.999), eps=1e-8):
+    """One Adam step (PyTorch's formulation) computed in float64; returns new (param, m, v).
+
+    param, grad : (S) real or complex (grad = dL/dRe + i dL/dIm for complex).
+    m, v : (S) for real param; for complex param (*S, 2), [..., 0] the real-part and [..., 1] the
+        imaginary-part moments (MATH.md "Adam on complex parameters": a complex number is two
+        reals to the optimiser; the layout of `cuptycho.launchers.adam.adam_state`).
+    The results have the dtypes of the inputs.
+    """
+    param, grad = np.asarray(param), np.asarray(grad)
+    is_complex = np.iscomplexobj(param)
+    if is_complex:                       # each complex number is the pair (real part, imaginary part)
+        p = np.stack([param.real, param.imag], axis=-1).astype(np.float64)
+        g = np.stack([grad.real, grad.imag], axis=-1).astype(np.float64)
+    else:
+        p, g = param.astype(np.float64), grad.astype(np.float64)
+    b1, b2 = betas
+    m_new = b1 * np.asarray(m, np.float64) + (1 - b1) * g
+    v_new = b2 * np.asarray(v, np.float64) + (1 - b2) * g**2
+    m_hat = m_new / (1 - b1**step)
+    v_hat = v_new / (1 - b2**step)
+    p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+    p_new = p[..., 0] + 1j * p[..., 1] if is_complex else p
+    return p_new.astype(param.dtype), m_new.astype(np.asarray(m).dtype), v_new.astype(np.asarray(v).dtype)

@@ -1,5 +1,5 @@
-// Fused Adam step (MATH.md "Adam on complex parameters"). Reference twin: cuptycho/optim.py
-// adam_reference; launcher: cuptycho/launchers/adam.py adam_step.
+// Fused Adam step (MATH.md "Adam on complex parameters"). Reference twin: cuptycho/reference.py
+// adam_step; launcher: cuptycho/launchers/adam.py adam_step.
 //
 // Arrays are real: a complex parameter is passed as its interleaved reals (complex64 of n
 // elements = float32 of 2n), so the first and second moments are kept per real component.

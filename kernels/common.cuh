@@ -1,4 +1,6 @@
-// cuptycho kernels: portability header shared by every kernels/*.cu file.
+// cuptycho kernels: portability header shared by every kernels/*.cu file. It holds only the
+// portability macros and the complex type cplx<T>; domain helpers live in their own headers
+// (bilinear.cuh: the bilinear taps, weights and sampling of sampling.cu and exitwave.cu).
 //
 // One source, three compilers: nvcc and NVRTC (both define __CUDACC__; NVRTC also
 // __CUDACC_RTC__) build the GPU kernels, the host C++ compiler with -fopenmp builds the same
@@ -93,26 +95,3 @@ template <typename T> CPT_HD cplx<T> conj_mul(cplx<T> a, cplx<T> b) {
   return make_cplx(a.re * b.re + a.im * b.im, a.re * b.im - a.im * b.re);
 }
 template <typename T> CPT_HD T abs2(cplx<T> a) { return a.re * a.re + a.im * a.im; }
-
-// Bilinear taps of one patch (MATH.md step 1), computed in the position precision P. y0 is
-// floor(y) except at the object's far edge, where it is H - Ny - 1 with ty = 1, so every tap
-// lies inside the object for 0 <= y <= H - Ny (the launchers check that range). Forward,
-// adjoint and position gradient all call this one helper: their indices agree by construction.
-template <typename P>
-struct Taps {
-  long long y0, x0;
-  P ty, tx;
-};
-
-template <typename P>
-CPT_HD Taps<P> bilinear_taps(const P* pos, long long j, long long ny, long long nx, long long h, long long w) {
-  Taps<P> t;
-  const P y = pos[2 * j], x = pos[2 * j + 1];
-  t.y0 = (long long)floor(y);
-  t.x0 = (long long)floor(x);
-  if (t.y0 > h - ny - 1) t.y0 = h - ny - 1;
-  if (t.x0 > w - nx - 1) t.x0 = w - nx - 1;
-  t.ty = y - (P)t.y0;
-  t.tx = x - (P)t.x0;
-  return t;
-}

@@ -1,23 +1,13 @@
 // Fused mixed-state exit waves (MATH.md step 2) and their fused adjoint.
-// Reference twins: cuptycho/reference.py exitwave_fwd (with patch_fwd), exitwave_adj_obj,
-// exitwave_adj_probe.
+// Reference twins: cuptycho/reference.py exitwave_fwd, exitwave_adj.
 //
 // Shapes (C order): obj (Mo, H, W); pos (J, 2) float64; probe (K, Ny, Nx);
 // waves (J, Mo, K, BNy, BNx): the FFT work buffer, whose window rows off_y .. off_y + Ny - 1 and
 // columns off_x .. off_x + Nx - 1 hold the exit wave; the rest is the zero padding of the
 // transfer-function propagators (BN = N and off = 0 without padding). The object patch is
-// sampled on the fly from the object: no patch array is materialised on the forward path.
-#include "common.cuh"
-
-// bilinear sample of obj[m] at patch pixel (r, c) of position taps t (the weights of patch_fwd)
-template <typename T, typename P>
-CPT_HD cplx<T> sample(const cplx<T>* obj, long long h, long long w, long long m, const Taps<P>& t,
-                      long long r, long long c) {
-  const cplx<T>* a = obj + (m * h + t.y0 + r) * w + t.x0 + c;
-  const cplx<T>* b = a + w;
-  return (T)((1 - t.ty) * (1 - t.tx)) * a[0] + (T)((1 - t.ty) * t.tx) * a[1] +
-         (T)(t.ty * (1 - t.tx)) * b[0] + (T)(t.ty * t.tx) * b[1];
-}
+// sampled on the fly from the object (bilinear.cuh's sample, patch_fwd's arithmetic): no patch
+// array is materialised on the forward path.
+#include "bilinear.cuh"
 
 // exitwave_fwd: waves[j, m, k] = probe[k] * sample(obj[m], pos[j]) inside the window, 0 outside.
 // Launch: rows (j, m, buffer row) in parallel (CPU); one thread per (j, m, buffer row, column)
@@ -34,17 +24,19 @@ CPT_DEV void exitwave_fwd(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long
     const bool row_inside = r >= 0 && r < ny;
     const bool unpadded = off_x == 0 && bnx == nx;
     const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
+    const BilinearWeights<T> wt = bilinear_weights<T>(t);
+    const cplx<T>* a = obj + tap_row(t, m, row_inside ? r : 0, h, w);
     for (long long k = 0; k < n_probe; ++k) {
       cplx<T>* CPT_RESTRICT out = waves + (((j * n_obj + m) * n_probe + k) * bny + br) * bnx;
       const cplx<T>* CPT_RESTRICT p = probe + (k * ny + (row_inside ? r : 0)) * nx;
       if (!row_inside) {
         CPT_FOR_COLS(bc, bnx) { out[bc] = make_cplx<T>(0, 0); }
       } else if (unpadded) {                       // the common case, branch-free
-        CPT_FOR_COLS(c, nx) { out[c] = p[c] * sample<T, P>(obj, h, w, m, t, r, c); }
+        CPT_FOR_COLS(c, nx) { out[c] = p[c] * sample(a, w, wt, c); }
       } else {
         CPT_FOR_COLS(bc, bnx) {
           const long long c = bc - off_x;
-          out[bc] = (c >= 0 && c < nx) ? p[c] * sample<T, P>(obj, h, w, m, t, r, c) : make_cplx<T>(0, 0);
+          out[bc] = (c >= 0 && c < nx) ? p[c] * sample(a, w, wt, c) : make_cplx<T>(0, 0);
         }
       }
     }
@@ -60,21 +52,22 @@ CPT_DEV void exitwave_fwd(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long
 // of probe rows and walks (j, m, k, its rows) so that it streams through contiguous runs of
 // the gradient buffer (a row-at-a-time walk jumped a whole plane per row: 5x slower).
 
-// one row (j, m, k, r) of the adjoint, columns c0, c0 + cstep, ... < c1
-template <typename T, typename P>
-CPT_HD void exitwave_adj_row(const cplx<T>* obj, long long h, long long w, long long m, const Taps<P>& t,
-                             long long r, const cplx<T>* CPT_RESTRICT gk, const cplx<T>* CPT_RESTRICT pk,
+// one row (j, m, k, r) of the adjoint, columns c0, c0 + cstep, ... < c1; a = the row's top-left
+// object tap (tap_row), wt = the position's weights
+template <typename T>
+CPT_HD void exitwave_adj_row(const cplx<T>* a, long long w, const BilinearWeights<T>& wt,
+                             const cplx<T>* CPT_RESTRICT gk, const cplx<T>* CPT_RESTRICT pk,
                              cplx<T>* CPT_RESTRICT gpk, cplx<T>* CPT_RESTRICT gp, bool first,
                              long long c0, long long c1, long long cstep) {
   // two loops rather than a select inside one: a branch in the loop body stops vectorisation
   if (first) {
     for (long long c = c0; c < c1; c += cstep) {
-      gpk[c] += conj_mul(sample<T, P>(obj, h, w, m, t, r, c), gk[c]);
+      gpk[c] += conj_mul(sample(a, w, wt, c), gk[c]);
       gp[c] = conj_mul(pk[c], gk[c]);
     }
   } else {
     for (long long c = c0; c < c1; c += cstep) {
-      gpk[c] += conj_mul(sample<T, P>(obj, h, w, m, t, r, c), gk[c]);
+      gpk[c] += conj_mul(sample(a, w, wt, c), gk[c]);
       gp[c] += conj_mul(pk[c], gk[c]);
     }
   }
@@ -98,13 +91,14 @@ CPT_DEV void exitwave_adj(const cplx<T>* CPT_RESTRICT obj, long long n_obj, long
 #endif
     for (long long j = 0; j < n_pos; ++j) {
       const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
+      const BilinearWeights<T> wt = bilinear_weights<T>(t);
       for (long long m = 0; m < n_obj; ++m) {
         for (long long k = 0; k < n_probe; ++k) {
           for (long long r = r0; r < r1; ++r) {
             const cplx<T>* gk = grad_waves + (((j * n_obj + m) * n_probe + k) * bny + off_y + r) * bnx + off_x;
-            exitwave_adj_row<T, P>(obj, h, w, m, t, r, gk, probe + (k * ny + r) * nx,
-                                   grad_probe + (k * ny + r) * nx, grad_patches + ((j * n_obj + m) * ny + r) * nx,
-                                   k == 0, c0, c1, 1);
+            exitwave_adj_row<T>(obj + tap_row(t, m, r, h, w), w, wt, gk, probe + (k * ny + r) * nx,
+                                grad_probe + (k * ny + r) * nx, grad_patches + ((j * n_obj + m) * ny + r) * nx,
+                                k == 0, c0, c1, 1);
           }
         }
       }

@@ -1,7 +1,7 @@
 // Fused likelihood (MATH.md steps 4-5 and the first link of the backward chain) over propagated
 // waves held in an FFT work buffer: intensities, per-row loss sums and, in place, G_Psi.
-// Reference twins: cuptycho/reference.py intensity, loss_terms, loss_derivative and the
-// `weight * psi_far` line of loss_and_grad.
+// Reference twins: cuptycho/reference.py likelihood and intensity (built on loss_terms and
+// loss_derivative; reference.loss_and_grad calls the same likelihood).
 //
 // Shapes (C order), T = field real type (float | double):
 //   waves (n_pos, n_modes, buf_ny, buf_nx) complex   n_modes = Mo*K, all modes of one pattern
@@ -185,35 +185,29 @@ CPT_DEV void intensity(const cplx<T>* CPT_RESTRICT waves, T* CPT_RESTRICT out, l
   CPT_END_ROWS
 }
 
-// One entry per dtype; the loss kind is a template parameter so the pixel loop has no branch on it.
+// The loss kind is a template parameter, so the pixel loop has no branch on it; this dispatcher
+// turns the entry's runtime `loss` code into that parameter and forwards every other argument
+// unchanged (one call site per code, the argument list written once).
+template <typename T, typename... Args>
+CPT_DEV void likelihood_for_loss(long long loss, Args... args) {
+  switch (loss) {
+    case CPT_GAUSSIAN: likelihood<T, CPT_GAUSSIAN>(args...); break;
+    case CPT_POISSON: likelihood<T, CPT_POISSON>(args...); break;
+    case CPT_INTENSITY: likelihood<T, CPT_INTENSITY>(args...); break;
+    default: likelihood<T, CPT_WEIGHTED>(args...); break;
+  }
+}
+
+// One entry per dtype.
 #define CPT_LIKELIHOOD_ENTRIES(SFX, T)                                                                       \
   CPT_KERNEL void likelihood_##SFX(cplx<T>* waves, const T* data, const T* mask, double* loss_rows,         \
                                    long long n_pos, long long n_modes, long long buf_ny, long long buf_nx, \
                                    long long ny, long long nx, long long off_y, long long off_x,           \
                                    long long shift_y, long long shift_x, long long mask_per_pattern,       \
                                    long long loss, T eps, T intensity_scale, T grad_scale) {               \
-    switch (loss) {                                                                                         \
-      case CPT_GAUSSIAN:                                                                                    \
-        likelihood<T, CPT_GAUSSIAN>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,  \
-                                    off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                 \
-                                    intensity_scale, grad_scale);                                          \
-        break;                                                                                              \
-      case CPT_POISSON:                                                                                     \
-        likelihood<T, CPT_POISSON>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,   \
-                                   off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                  \
-                                   intensity_scale, grad_scale);                                           \
-        break;                                                                                              \
-      case CPT_INTENSITY:                                                                                   \
-        likelihood<T, CPT_INTENSITY>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx, \
-                                     off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                \
-                                     intensity_scale, grad_scale);                                         \
-        break;                                                                                              \
-      default:                                                                                              \
-        likelihood<T, CPT_WEIGHTED>(waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,  \
-                                    off_y, off_x, shift_y, shift_x, mask_per_pattern, eps,                 \
-                                    intensity_scale, grad_scale);                                          \
-        break;                                                                                              \
-    }                                                                                                       \
+    likelihood_for_loss<T>(loss, waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,      \
+                           off_y, off_x, shift_y, shift_x, mask_per_pattern, eps, intensity_scale,          \
+                           grad_scale);                                                                     \
   }                                                                                                         \
   CPT_KERNEL void intensity_##SFX(const cplx<T>* waves, T* out, long long n_pos, long long n_modes,         \
                                   long long buf_ny, long long buf_nx, long long ny, long long nx,           \

@@ -1,6 +1,7 @@
 // Spectral multiplies of the transfer-function propagators (angular_spectrum, fresnel; MATH.md
 // step 3 and the dL/dz line of the backward chain) on raw-FFT work buffers.
-// Reference twin: cuptycho/reference.py TransferFunctionPropagator (spectrum, fwd, adj_and_dz).
+// Reference twins: cuptycho/reference.py spectrum_fwd, spectrum_adj (which
+// TransferFunctionPropagator's spectrum and adj_and_dz call).
 //
 // Shapes (C order), T = field real type (float | double), f = flat frequency index:
 //   x, g, spectrum (batch, buf_ny, buf_nx) complex     buf = the padded grid

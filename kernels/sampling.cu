@@ -3,8 +3,9 @@
 // patch_adj, patch_posgrad.
 //
 // Shapes (C order): obj (Mo, H, W) complex; pos (J, 2) float64 (y, x); patches (J, Mo, Ny, Nx).
-// T = field real type (float | double), P = position real type (double).
-#include "common.cuh"
+// T = field real type (float | double), P = position real type (double). The taps, weights, row
+// address and sample are bilinear.cuh's, shared with exitwave.cu.
+#include "bilinear.cuh"
 
 // patch_fwd: patches[j, m] = bilinear sample of obj[m] at pos[j].
 // Launch: grid-stride over J*Mo*Ny*Nx elements (GPU); rows J*Mo*Ny in parallel (CPU).
@@ -15,14 +16,10 @@ CPT_DEV void patch_fwd(const cplx<T>* CPT_RESTRICT obj, long long n_modes, long 
   CPT_FOR_ROWS(row, n_pos * n_modes * ny, nx)
     const long long r = row % ny, m = (row / ny) % n_modes, j = row / (ny * n_modes);
     const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
-    const T w00 = (T)((1 - t.ty) * (1 - t.tx)), w01 = (T)((1 - t.ty) * t.tx);
-    const T w10 = (T)(t.ty * (1 - t.tx)), w11 = (T)(t.ty * t.tx);
-    const cplx<T>* a = obj + (m * h + t.y0 + r) * w + t.x0;   // object row y0 + r
-    const cplx<T>* b = a + w;                                  // object row y0 + r + 1
+    const BilinearWeights<T> wt = bilinear_weights<T>(t);
+    const cplx<T>* a = obj + tap_row(t, m, r, h, w);
     cplx<T>* out = patches + row * nx;
-    CPT_FOR_COLS(c, nx) {
-      out[c] = w00 * a[c] + w01 * a[c + 1] + w10 * b[c] + w11 * b[c + 1];
-    }
+    CPT_FOR_COLS(c, nx) { out[c] = sample(a, w, wt, c); }
   CPT_END_ROWS
 }
 
@@ -40,8 +37,9 @@ CPT_DEV void patch_adj(const cplx<T>* CPT_RESTRICT patches, long long n_modes, l
   CPT_FOR(i, n_pos * n_modes * ny * nx) {
     const long long c = i % nx, r = (i / nx) % ny, m = (i / (nx * ny)) % n_modes, j = i / (nx * ny * n_modes);
     const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
-    const T wts[4] = {(T)((1 - t.ty) * (1 - t.tx)), (T)((1 - t.ty) * t.tx), (T)(t.ty * (1 - t.tx)), (T)(t.ty * t.tx)};
-    const long long base = (m * h + t.y0 + r) * w + t.x0 + c;
+    const BilinearWeights<T> wt = bilinear_weights<T>(t);
+    const T wts[4] = {wt.w00, wt.w01, wt.w10, wt.w11};
+    const long long base = tap_row(t, m, r, h, w) + c;
     const long long idx[4] = {base, base + 1, base + w, base + w + 1};
     const cplx<T> g = patches[i];
     for (int k = 0; k < 4; ++k) {
@@ -61,8 +59,9 @@ CPT_DEV void patch_adj(const cplx<T>* CPT_RESTRICT patches, long long n_modes, l
       const cplx<T>* patch = patches + (j * n_modes + m) * ny * nx;
       cplx<T>* CPT_RESTRICT d = dst + t.x0;
       // top tap of patch row r (weights w00 | w01), bottom tap of patch row r - 1 (w10 | w11)
-      const T wl[2] = {(T)((1 - t.ty) * (1 - t.tx)), (T)(t.ty * (1 - t.tx))};
-      const T wr[2] = {(T)((1 - t.ty) * t.tx), (T)(t.ty * t.tx)};
+      const BilinearWeights<T> wt = bilinear_weights<T>(t);
+      const T wl[2] = {wt.w00, wt.w10};
+      const T wr[2] = {wt.w01, wt.w11};
       const long long rr[2] = {r, r - 1};
       for (int k = 0; k < 2; ++k) {
         if (rr[k] < 0 || rr[k] >= ny) continue;
@@ -88,7 +87,7 @@ CPT_HD void posgrad_rows(const cplx<T>* obj, long long h, long long w, const cpl
                          long long m, long long r, long long c0, long long c1, long long cstep,
                          double& gy, double& gx) {
   const T ty = (T)t.ty, tx = (T)t.tx;
-  const cplx<T>* a = obj + (m * h + t.y0 + r) * w + t.x0;
+  const cplx<T>* a = obj + tap_row(t, m, r, h, w);
   const cplx<T>* b = a + w;
   double sy = 0, sx = 0;
 #if !CPT_GPU

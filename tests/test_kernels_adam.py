@@ -1,4 +1,4 @@
-"""kernels/adam.cu against the NumPy reference Adam (cuptycho.optim), on every device."""
+"""kernels/adam.cu against the NumPy reference Adam (cuptycho.reference.adam_step), on every device."""
 from __future__ import annotations
 
 import re
@@ -9,7 +9,7 @@ from checks import random_complex
 from conftest import to_device, to_host
 
 from cuptycho.launchers.adam import adam_state, adam_step, real_view
-from cuptycho.optim import adam_reference
+from cuptycho import reference
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 # scale-free tolerance per precision (STYLE.md): relative to the largest reference value
@@ -44,7 +44,7 @@ def test_adam_matches_reference_over_several_steps(device, dtype):
         grad = (random_param(rng, shape, dtype) * 10.0 ** rng.uniform(-2, 2, shape)).astype(dtype)
         grad.reshape(-1)[::7] = 0                              # zero gradients: these never move
         adam_step(param, to_device(device, grad), m, v, step=step, **kw)
-        p_ref, m_ref, v_ref = adam_reference(p_ref, grad, m_ref, v_ref, step=step, **kw)
+        p_ref, m_ref, v_ref = reference.adam_step(p_ref, grad, m_ref, v_ref, step=step, **kw)
     tol = TOL[real_dtype(dtype)]
     # the displacement, not the parameter, so a wrong update cannot hide below |param|; float32
     # parameters round to an ulp of |param| (~|disp|/1e6 here) once per step, within the tolerance

@@ -1,4 +1,6 @@
-"""kernels/likelihood.cu against the NumPy reference on every device: loss value and G_Psi.
+"""kernels/likelihood.cu in the model's raw-FFT pipeline, against the NumPy model on every device.
+
+(The kernel against its twin reference.likelihood on the same buffer: test_kernels_twins.py.)
 
 The kernel sees the propagated waves as the raw FFT pipeline leaves them: far field, the raw
 (unnormalised) FFT of the exit waves, unshifted (the kernel folds fftshift into its indices);
@@ -60,16 +62,14 @@ def ifft_raw(x):
 
 
 def exit_waves(obj, probe, pos):
-    return reference.exitwave_fwd(probe, reference.patch_fwd(obj, pos, probe.shape[-2:]))
+    return reference.exitwave_fwd(obj, probe, pos)
 
 
 def reference_grad_far(prop, psi, data, mask, loss):
-    """(spectrum or None, psi_far, G_Psi = 2 w l'(I, d) Psi / J) from reference pieces, as in loss_and_grad."""
+    """(spectrum or None, G_Psi = 2 w l'(I, d) Psi / J) on the unitary propagated waves, as in loss_and_grad."""
     spectrum = prop.spectrum(psi) if prop.depends_on_z else None
     psi_far = prop.fwd(psi, spectrum) if prop.depends_on_z else prop.fwd(psi)
-    i = reference.intensity(psi_far)
-    weight = (2.0 / psi.shape[0]) * mask * reference.loss_derivative(loss, i, data)
-    return spectrum, psi_far, weight[:, None, None].astype(i.dtype) * psi_far
+    return spectrum, reference.likelihood(psi_far, data, mask, loss=loss, n_total=psi.shape[0])[1]
 
 
 def work_buffer(prop, psi):
@@ -116,7 +116,7 @@ def test_likelihood_matches_reference(device, dtype, loss, mask_kind, geometry):
     assert rows.shape == (j, ny) and rows.dtype == np.float64
     assert_kernel_close(np.array(rows.sum() / j), np.array(value), dtype)
 
-    _, _, grad_far = reference_grad_far(prop, psi, data, mask, loss)
+    _, grad_far = reference_grad_far(prop, psi, data, mask, loss)
     expected = prop.adj(grad_far)                                       # reference G_psi
     out = out.reshape(j, mo, k, *out.shape[-2:])
     if isinstance(prop, reference.FarField):
@@ -152,7 +152,7 @@ def test_near_field_pipeline_reproduces_reference_gradients(device, dtype, loss)
     grad_psi = ifft_raw(to_host(buf)).reshape(j, mo, k, *prop.h.shape)[..., py:py + ny, px:px + nx]
 
     value, grads = reference.loss_and_grad(obj, probe, pos, data, mask, loss, prop)
-    ref_spectrum, _, grad_far = reference_grad_far(prop, psi, data, mask, loss)
+    ref_spectrum, grad_far = reference_grad_far(prop, psi, data, mask, loss)
     expected, dz = prop.adj_and_dz(grad_far, ref_spectrum)
     assert_kernel_close(np.array(dz), np.array(grads["z"]), np.complex128)   # the helper is loss_and_grad's
     assert_kernel_close(np.array(to_host(rows).sum() / j), np.array(value), dtype)

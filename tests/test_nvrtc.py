@@ -119,11 +119,16 @@ def _digest_define(options):
     return define
 
 
-def test_header_edit_changes_the_nvrtc_options(kernel_copy):
-    """CuPy's cache key covers the source text and options only, not -I headers: the digest define must move."""
+HEADERS = sorted(p.name for p in _build.kernel_dir().glob("*.cuh"))
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_header_edit_changes_the_nvrtc_options(kernel_copy, header):
+    """CuPy's cache key covers the source text and options only, not -I headers: the digest define must
+    move when any shared header changes (common.cuh, bilinear.cuh, ...)."""
     before = _build.nvrtc_options()
     assert f"-I{kernel_copy}" in before
-    with open(kernel_copy / "common.cuh", "a") as fh:
+    with open(kernel_copy / header, "a") as fh:
         fh.write("\n// an edit to the shared header\n")
     _build.source_digest.cache_clear()
     after = _build.nvrtc_options()

@@ -58,17 +58,21 @@ def test_patch_adjoint(dtype):
                    lambda p: reference.patch_adj(p, pos, obj_shape), x, y, DOT_TOL[np.dtype(dtype)])
 
 
+@pytest.mark.parametrize("padding", [(0, 0), (2, 1)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_exitwave_adjoints(dtype):
+def test_exitwave_adjoints(dtype, padding):
+    """exitwave_adj is the adjoint of exitwave_fwd in the probe, and (through patch_adj) in the object."""
     rng = np.random.default_rng(2)
+    obj = random_complex(rng, (2, 13, 11), dtype)
     probe = random_complex(rng, (3, 6, 5), dtype)
-    patches = random_complex(rng, (4, 2, 6, 5), dtype)
-    y = random_complex(rng, (4, 2, 3, 6, 5), dtype)
+    pos = fractional_positions(rng, 4, (13 - 6, 11 - 5))
+    y = random_complex(rng, (4, 2, 3, 6 + 2 * padding[0], 5 + 2 * padding[1]), dtype)
     tol = DOT_TOL[np.dtype(dtype)]
-    assert_adjoint(lambda p: reference.exitwave_fwd(p, patches),
-                   lambda g: reference.exitwave_adj_probe(patches, g), probe, y, tol)
-    assert_adjoint(lambda o: reference.exitwave_fwd(probe, o),
-                   lambda g: reference.exitwave_adj_obj(probe, g), patches, y, tol)
+    assert_adjoint(lambda p: reference.exitwave_fwd(obj, p, pos, padding),
+                   lambda g: reference.exitwave_adj(obj, probe, pos, g, padding)[1], probe, y, tol)
+    assert_adjoint(lambda o: reference.exitwave_fwd(o, probe, pos, padding),
+                   lambda g: reference.patch_adj(reference.exitwave_adj(obj, probe, pos, g, padding)[0], pos,
+                                                 obj.shape), obj, y, tol)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (7, 10)])

@@ -8,7 +8,7 @@ moments. That is `real_view(param)`'s shape, the memory layout of the complex ar
 (torch.view_as_real's convention), so the kernel sees four real arrays of equal length and
 nothing is copied. `adam_state(param)` allocates zeroed moments in this layout.
 
-Reference twin: `cuptycho.optim.adam_reference`.
+Reference twin: `cuptycho.reference.adam_step` (returns the new (param, m, v)).
 """
 from __future__ import annotations
 

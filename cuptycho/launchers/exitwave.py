@@ -3,6 +3,7 @@
 Shapes: obj (Mo, H, W); positions (J, 2) float64 inside the object; probe (K, Ny, Nx);
 waves (J, Mo, K, Ny + 2 py, Nx + 2 px), the FFT work buffer with the exit wave in its centre
 window and `padding` = (py, px) zero pixels on each side.
+Reference twins: `cuptycho.reference.exitwave_fwd` and `exitwave_adj`.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ Conventions of the two geometries (FFTs are raw, i.e. unnormalised, on every bac
               intensity_scale = 1 / (Ny*Nx);
   near field: shift = (0, 0), the propagator's padding, intensity_scale = 1 (h is pre-divided by
               the padded size, so the buffer holds Psi itself).
-Reference twins: `cuptycho.reference.intensity`, `loss_terms`, `loss_derivative` and the first
-step of `loss_and_grad`'s backward chain.
+Reference twins: `cuptycho.reference.likelihood` (returns (loss_rows, the new waves)) and
+`cuptycho.reference.intensity`.
 """
 from __future__ import annotations
 

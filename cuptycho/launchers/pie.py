@@ -1,6 +1,6 @@
 """Launcher of kernels/pie.cu: the regularised PIE update step, in place, on NumPy or CuPy arrays.
 
-Reference twin: `cuptycho.reference.pie_update`.
+Reference twin: `cuptycho.reference.pie_update` (returns the new param).
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ float64; dz_rows (..., buf_ny) float64, one per buffer row (batch = the product 
 
 The caller passes h = H_z / n (n = buf_ny * buf_nx) so that raw FFT -> spectrum_fwd -> raw IFFT is
 exactly F^-1 diag(H_z) F, and raw FFT -> spectrum_adj -> raw IFFT its adjoint; the dz rows then
-need no rescaling (kernels/propagate.cu explains why). Reference twin:
-`cuptycho.reference.TransferFunctionPropagator`.
+need no rescaling (kernels/propagate.cu explains why). Reference twins: `cuptycho.reference.spectrum_fwd`
+and `spectrum_adj` (returns (dz_rows, the new g)), both used by `reference.TransferFunctionPropagator`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Shapes: obj (Mo, H, W) complex; positions (J, 2) float64 (y, x), each patch inside the object
 (0 <= y <= H - Ny, 0 <= x <= W - Nx; `cuptycho.validation.positions` checks it at the API);
-patches (J, Mo, Ny, Nx). Reference twins: `cuptycho.reference.patch_fwd` and friends.
+patches (J, Mo, Ny, Nx). Reference twins: `cuptycho.reference.patch_fwd`, `patch_adj`, `patch_posgrad`.
 """
 from __future__ import annotations
 
