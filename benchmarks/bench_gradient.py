@@ -20,7 +20,7 @@ import numpy as np
 
 from common import case, timer
 
-from cuptycho.io.atomic import open_atomic
+from cuptycho.atomic import open_atomic
 
 from cuptycho import backend, fft, model, reference
 

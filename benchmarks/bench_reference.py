@@ -24,7 +24,7 @@ from common import case, timer
 
 import cuptycho
 from cuptycho import reference
-from cuptycho.io.atomic import open_atomic
+from cuptycho.atomic import open_atomic
 
 median_time = timer("cpu")
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .io.atomic import atomic_path
+from .atomic import atomic_path
 
 CXXFLAGS = ("-x", "c++", "-std=c++17", "-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
 

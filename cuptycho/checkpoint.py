@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from .io.atomic import open_atomic
+from .atomic import open_atomic
 
 FORMAT = "cuptycho-checkpoint-1"
 
@@ -31,7 +31,7 @@ def load(path) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["state.json"]).decode())
             arrays = {k[len("array/"):]: npz[k] for k in npz.files if k.startswith("array/")}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:    # EOFError: a truncated file
         raise ValueError(f"{os.fspath(path)} is not a readable cuptycho checkpoint ({err})") from None
     if meta.pop("format", None) != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a {FORMAT} file")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cuptycho import Dataset
-from cuptycho import dataset as D
+from cuptycho import preprocess as P
+from cuptycho import units as U
 
 PETRA_ENERGY_J = 2.0280385e-15          # the PETRA III P25 file's source_1/energy
 PETRA_WAVELENGTH = 9.7949e-11           # its source_1/wavelength
@@ -25,18 +26,18 @@ def grid(n=6, step=3.0):
 # --------------------------------------------------------------------------- units and geometry
 
 def test_energy_and_wavelength_convert_both_ways():
-    wl = D.energy_to_wavelength(PETRA_ENERGY_J)
+    wl = U.energy_to_wavelength(PETRA_ENERGY_J)
     assert wl == pytest.approx(PETRA_WAVELENGTH, rel=1e-4)
-    assert D.wavelength_to_energy(wl) == pytest.approx(PETRA_ENERGY_J, rel=1e-12)
-    assert D.joule_to_ev(PETRA_ENERGY_J) == pytest.approx(12658, rel=1e-4)          # 12.658 keV
-    assert D.ev_to_joule(D.joule_to_ev(PETRA_ENERGY_J)) == pytest.approx(PETRA_ENERGY_J, rel=1e-12)
+    assert U.wavelength_to_energy(wl) == pytest.approx(PETRA_ENERGY_J, rel=1e-12)
+    assert U.joule_to_ev(PETRA_ENERGY_J) == pytest.approx(12658, rel=1e-4)          # 12.658 keV
+    assert U.ev_to_joule(U.joule_to_ev(PETRA_ENERGY_J)) == pytest.approx(PETRA_ENERGY_J, rel=1e-12)
     with pytest.raises(ValueError, match="energy"):
-        D.energy_to_wavelength(-1.0)
+        U.energy_to_wavelength(-1.0)
 
 
 def test_fresnel_scaling_of_the_petra_geometry():
     # focus 3.65 mm upstream of the sample, detector 1.12 m downstream, 55 um pixels
-    m, z_eff, px = D.fresnel_scaling(3.65e-3, 1.12, 55e-6)
+    m, z_eff, px = U.fresnel_scaling(3.65e-3, 1.12, 55e-6)
     assert m == pytest.approx((3.65e-3 + 1.12) / 3.65e-3) and m == pytest.approx(307.849, rel=1e-5)
     assert z_eff == pytest.approx(3.65e-3 * 1.12 / (3.65e-3 + 1.12)) and z_eff == pytest.approx(3.6381e-3, rel=1e-4)
     assert px[0] == px[1] == pytest.approx(55e-6 / m) and px[0] == pytest.approx(178.66e-9, rel=1e-4)
@@ -47,7 +48,7 @@ def test_from_measurement_far_field_derives_pixel_size_and_positions():
     pm = grid() * 1e-8
     ds = Dataset.from_measurement(data, energy=PETRA_ENERGY_J, detector_distance=2.0, detector_pixel_size=75e-6,
                                   positions_m=pm)
-    wl = D.energy_to_wavelength(PETRA_ENERGY_J)
+    wl = U.energy_to_wavelength(PETRA_ENERGY_J)
     assert ds.pixel_size == pytest.approx((wl * 2.0 / (16 * 75e-6), wl * 2.0 / (20 * 75e-6)))
     assert ds.propagator == "farfield" and ds.z is None and ds.geometry_kind == "farfield"
     assert ds.energy == pytest.approx(PETRA_ENERGY_J) and ds.magnification is None
@@ -102,16 +103,16 @@ def test_geometry_kind_must_match_the_propagator():
 def test_cxi_translations_to_positions_signs():
     t = np.array([[1e-6, 2e-6, 0.0], [-3e-6, 5e-6, 0.0]])           # sample translations (x, y, z)
     # default basis (cdtools, PETRA file): rows along -y, columns along -x -> positions = (t_y, t_x)
-    np.testing.assert_allclose(D.translations_to_positions(t), t[:, [1, 0]])
+    np.testing.assert_allclose(U.translations_to_positions(t), t[:, [1, 0]])
     # rows along +y and columns along +x: the probe moves by -t relative to the sample
-    np.testing.assert_allclose(D.translations_to_positions(t, [[0, 1], [1, 0], [0, 0]]), -t[:, [1, 0]])
+    np.testing.assert_allclose(U.translations_to_positions(t, [[0, 1], [1, 0], [0, 0]]), -t[:, [1, 0]])
     # a (2, 3) basis is the transpose of the (3, 2) one; magnitudes do not matter
     basis = np.array([[0, -55e-6], [-55e-6, 0], [0, 0]])
-    np.testing.assert_allclose(D.translations_to_positions(t, basis.T), D.translations_to_positions(t, basis))
-    np.testing.assert_allclose(D.positions_to_translations(D.translations_to_positions(t, basis), basis), t,
+    np.testing.assert_allclose(U.translations_to_positions(t, basis.T), U.translations_to_positions(t, basis))
+    np.testing.assert_allclose(U.positions_to_translations(U.translations_to_positions(t, basis), basis), t,
                                atol=1e-20)
     with pytest.raises(ValueError, match="orthogonal"):
-        D.translations_to_positions(t, [[1, 1], [0, 0.5], [0, 0]])
+        U.translations_to_positions(t, [[1, 1], [0, 0.5], [0, 0]])
 
 
 def test_existing_behaviour_is_kept():
@@ -127,56 +128,56 @@ def test_existing_behaviour_is_kept():
 
 def test_clip_negative_warns_with_the_count_and_is_never_silent():
     a = np.array([[[-1.0, 2.0], [-3.0, 4.0]]], dtype=np.float32)
-    with pytest.warns(D.NegativeCountsWarning, match=r"2 negative value\(s\) \(min -3\)"):
-        out = D.clip_negative(a)
+    with pytest.warns(P.NegativeCountsWarning, match=r"2 negative value\(s\) \(min -3\)"):
+        out = P.clip_negative(a)
     assert out.tolist() == [[[0.0, 2.0], [0.0, 4.0]]] and a[0, 0, 0] == -1      # pure
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert D.clip_negative(np.abs(a)) is not None                           # nothing to clip: no warning
+        assert P.clip_negative(np.abs(a)) is not None                           # nothing to clip: no warning
 
 
 def test_subtract_dark_array_and_dataset():
     data = patterns()
     dark = np.stack([np.full((16, 16), 49.0), np.full((16, 16), 51.0)])         # mean 50
     n_neg = int(np.sum(data < 50))
-    with pytest.warns(D.NegativeCountsWarning, match=f"{n_neg} negative"):
-        out = D.subtract_dark(data, dark)
+    with pytest.warns(P.NegativeCountsWarning, match=f"{n_neg} negative"):
+        out = P.subtract_dark(data, dark)
     np.testing.assert_allclose(out, np.maximum(data - 50, 0))
-    raw = D.subtract_dark(data, dark[0], clip=False)
+    raw = P.subtract_dark(data, dark[0], clip=False)
     assert raw.min() < 0 and raw.dtype == np.float32
     ds = Dataset(data, grid())
-    with pytest.warns(D.NegativeCountsWarning, match=f"{n_neg} negative"):
-        ds2 = D.subtract_dark(ds, dark)
+    with pytest.warns(P.NegativeCountsWarning, match=f"{n_neg} negative"):
+        ds2 = P.subtract_dark(ds, dark)
     np.testing.assert_allclose(ds2.data, np.maximum(data - 50, 0))
     np.testing.assert_array_equal(ds.data, data)                                 # pure
     with pytest.raises(ValueError, match="shape"):
-        D.subtract_dark(data, np.zeros((8, 8)))
+        P.subtract_dark(data, np.zeros((8, 8)))
 
 
 def test_fftshift_patterns_centres_the_zero_frequency_for_odd_and_even_sizes():
     for shape in ((8, 8), (7, 9)):
         a = np.zeros((2, *shape), dtype=np.float32)
         a[:, 0, 0] = 1
-        c = D.fftshift_patterns(a)
+        c = P.fftshift_patterns(a)
         assert np.unravel_index(np.argmax(c[0]), shape) == (shape[0] // 2, shape[1] // 2)
-        np.testing.assert_array_equal(D.ifftshift_patterns(c), a)
+        np.testing.assert_array_equal(P.ifftshift_patterns(c), a)
     mask = np.ones((8, 8))
     mask[0, 0] = 0
-    ds = D.fftshift_patterns(Dataset(patterns(shape=(8, 8)), grid(), mask=mask))
+    ds = P.fftshift_patterns(Dataset(patterns(shape=(8, 8)), grid(), mask=mask))
     assert ds.mask[4, 4] == 0 and ds.mask.sum() == 63
 
 
 def test_crop_centred_explicit_and_on_the_beam():
     data = np.zeros((6, 16, 16), dtype=np.float32)
     data[:, 9, 6] = 100                                  # beam off centre at (9, 6)
-    assert D.crop(data, 8).shape == (6, 8, 8)
-    np.testing.assert_array_equal(D.crop(data, 8), data[:, 4:12, 4:12])
-    assert D.find_centre(data, "mass") == (9, 6) == D.find_centre(data, "max")
-    c = D.crop(data, (6, 8), center="mass")
+    assert P.crop(data, 8).shape == (6, 8, 8)
+    np.testing.assert_array_equal(P.crop(data, 8), data[:, 4:12, 4:12])
+    assert P.find_centre(data, "mass") == (9, 6) == P.find_centre(data, "max")
+    c = P.crop(data, (6, 8), center="mass")
     assert np.unravel_index(np.argmax(c[0]), c.shape[1:]) == (3, 4)               # beam at the new centre
-    np.testing.assert_array_equal(D.crop(data, 4, center=(2, 2)), data[:, 0:4, 0:4])
+    np.testing.assert_array_equal(P.crop(data, 4, center=(2, 2)), data[:, 0:4, 0:4])
     with pytest.raises(ValueError, match="does not fit"):
-        D.crop(data, 8, center=(1, 1))
+        P.crop(data, 8, center=(1, 1))
 
 
 def test_crop_updates_far_field_sampling_and_keeps_near_field_sampling():
@@ -184,34 +185,34 @@ def test_crop_updates_far_field_sampling_and_keeps_near_field_sampling():
     pm = grid() * 1e-8
     ff = Dataset.from_measurement(data, wavelength=1e-10, detector_distance=1.0, detector_pixel_size=50e-6,
                                   positions_m=pm, mask=np.ones((16, 16)), probe=np.ones((1, 16, 16), np.complex64))
-    c = D.crop(ff, 8)
+    c = P.crop(ff, 8)
     assert c.pixel_size == pytest.approx(tuple(2 * np.asarray(ff.pixel_size)))   # lambda z / (N p), N halved
     np.testing.assert_allclose(c.positions - c.positions.min(0), (ff.positions - ff.positions.min(0)) / 2)
     assert c.mask.shape == (8, 8) and c.probe is None and c.patch_shape == (8, 8)
     nf = Dataset.from_measurement(data, wavelength=1e-10, detector_distance=1.0, detector_pixel_size=50e-6,
                                   geometry_kind="nearfield", focus_distance=0.01, positions_m=pm)
-    c = D.crop(nf, 8)
+    c = P.crop(nf, 8)
     assert c.pixel_size == pytest.approx(nf.pixel_size) and c.z == pytest.approx(nf.z)
     np.testing.assert_allclose(c.positions, nf.positions)
 
 
 def test_bin_patterns_sums_blocks_and_updates_the_geometry():
     data = patterns(shape=(16, 16))
-    b = D.bin_patterns(data, 2)
+    b = P.bin_patterns(data, 2)
     np.testing.assert_allclose(b, data.reshape(6, 8, 2, 8, 2).sum(axis=(2, 4)))
-    assert D.bin_patterns(patterns(shape=(9, 9)), 2).shape == (6, 4, 4)           # edges dropped
+    assert P.bin_patterns(patterns(shape=(9, 9)), 2).shape == (6, 4, 4)           # edges dropped
     mask = np.ones((16, 16))
     mask[3, 3] = 0
     pm = grid() * 1e-7
     ff = Dataset.from_measurement(data, wavelength=1e-10, detector_distance=1.0, detector_pixel_size=50e-6,
                                   positions_m=pm, mask=mask)
-    fb = D.bin_patterns(ff, 2)
+    fb = P.bin_patterns(ff, 2)
     assert fb.mask[1, 1] == 0 and fb.mask.sum() == 63                             # conservative binning
     assert fb.detector_pixel_size == pytest.approx((100e-6, 100e-6))
     assert fb.pixel_size == pytest.approx(ff.pixel_size)                           # N p unchanged
     np.testing.assert_allclose(fb.positions, ff.positions)
     nf = Dataset(data, grid(), propagator="angular_spectrum", z=1e-3, wavelength=1e-10, pixel_size=1e-7)
-    nb = D.bin_patterns(nf, 2)
+    nb = P.bin_patterns(nf, 2)
     assert nb.pixel_size == pytest.approx((2e-7, 2e-7)) and nb.z == nf.z         # near field: dx grows
     np.testing.assert_allclose(nb.positions - nb.positions.min(0), (nf.positions - nf.positions.min(0)) / 2)
 
@@ -219,16 +220,16 @@ def test_bin_patterns_sums_blocks_and_updates_the_geometry():
 def test_mask_pixels_bad_and_saturated():
     data = patterns()
     data[2, 5, 5] = 1e6
-    w = D.mask_pixels(data, bad=[(0, 1)], saturation=1e5)
+    w = P.mask_pixels(data, bad=[(0, 1)], saturation=1e5)
     assert w.shape == (6, 16, 16) and w[2, 5, 5] == 0 and w[1, 5, 5] == 1 and np.all(w[:, 0, 1] == 0)
-    g = D.mask_pixels(data, saturation=1e5, per_frame=False)
+    g = P.mask_pixels(data, saturation=1e5, per_frame=False)
     assert g.shape == (16, 16) and g[5, 5] == 0 and g.sum() == 255
     bad = np.zeros((16, 16), bool)
     bad[7, 7] = True
-    ds = D.mask_pixels(Dataset(data, grid(), mask=np.ones((16, 16)) * (np.arange(16) != 0)), bad=bad)
+    ds = P.mask_pixels(Dataset(data, grid(), mask=np.ones((16, 16)) * (np.arange(16) != 0)), bad=bad)
     assert ds.mask[7, 7] == 0 and np.all(ds.mask[:, 0] == 0) and ds.mask.sum() == 16 * 15 - 1
     with pytest.raises(ValueError, match="inside"):
-        D.mask_pixels(data, bad=[(20, 0)])
+        P.mask_pixels(data, bad=[(20, 0)])
 
 
 def test_describe_names_the_geometry():

@@ -7,7 +7,7 @@ import pytest
 
 from cuptycho import Dataset
 from cuptycho import io as cio
-from cuptycho.io import atomic
+from cuptycho import atomic
 
 
 def listing(folder):
@@ -94,7 +94,7 @@ def test_cxi_writer_failing_midway_leaves_nothing(tmp_path, monkeypatch):
 def test_written_files_get_the_permissions_open_would_give(tmp_path):
     import os
 
-    from cuptycho.io.atomic import open_atomic
+    from cuptycho.atomic import open_atomic
 
     old = os.umask(0o022)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cuptycho import Dataset
-from cuptycho import dataset as D
+from cuptycho import preprocess as P
 from cuptycho import io as cio
 
 DATA = Path(__file__).parents[1] / "../shared/data"
@@ -99,7 +99,7 @@ def test_cxi_streams_in_slabs_and_preprocesses_like_the_dataset_functions(tmp_pa
     small = cio.read_cxi(path, chunk_bytes=3 * 16 * 16 * 4)          # 3 frames per slab
     np.testing.assert_array_equal(small.data, ds.data)
     read = cio.read_cxi(path, crop=8, bin=2, chunk_bytes=2 * 16 * 16 * 4)
-    ref = D.bin_patterns(D.crop(ds, 8), 2)
+    ref = P.bin_patterns(P.crop(ds, 8), 2)
     np.testing.assert_allclose(read.data, ref.data)
     np.testing.assert_array_equal(read.mask, ref.mask)
     assert read.pixel_size == pytest.approx(ref.pixel_size) and read.detector_pixel_size == pytest.approx(

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from cuptycho import Dataset
-from cuptycho import dataset as D
+from cuptycho import preprocess as P
 from cuptycho import io as cio
 
 
@@ -51,7 +51,7 @@ def test_folder_of_tiffs_with_pixel_positions_and_dark_frames(tmp_path):
     csv.write_text("# units: px\n" + "\n".join(f"{y}\t{x}" for y, x in pos) + "\n")
     dark = np.full((3, 8, 8), 30, dtype=np.uint16)
     tifffile.imwrite(tmp_path / "dark.tif", dark, photometric="minisblack")
-    with pytest.warns(D.NegativeCountsWarning, match=f"{int(np.sum(frames < 30))} negative"):
+    with pytest.warns(P.NegativeCountsWarning, match=f"{int(np.sum(frames < 30))} negative"):
         ds = cio.load(folder, positions=csv, dark=tmp_path / "dark.tif")
     np.testing.assert_array_equal(ds.data, np.maximum(frames.astype(np.float32) - 30, 0))
     np.testing.assert_allclose(ds.positions - ds.positions.min(0), pos - pos.min(0))

@@ -111,7 +111,7 @@ class Table:
 
 
 def run_tracked(recon, columns, *, every, verbose=True, derive=None, first=None):
-    """Run a `cuptycho.engine.Reconstruction` to its end, keeping every epoch's record.
+    """Run a reconstruction (`cuptycho.engines.create`) to its end, keeping every epoch's record.
 
     Each record gains "wall" (the seconds of the whole epoch: the engine's step, metrics and
     bookkeeping) and whatever `derive(record)` returns (a dict); every `every` epochs and at the
@@ -177,7 +177,7 @@ def jsonable(obj):
 def write_json(path, payload) -> Path:
     """Write `payload` as strict JSON to `path` atomically (temporary file in the same folder, then a
     rename), replacing an existing file."""
-    from cuptycho.io.atomic import open_atomic
+    from cuptycho.atomic import open_atomic
 
     path = Path(path)
     text = json.dumps(jsonable(payload), indent=1, allow_nan=False)

@@ -25,23 +25,27 @@ sample pixel size and the positions in pixels are derived after cropping and bin
 
 Every problem with a file (unreadable, truncated, missing keys, counts that do not match, NaN frames,
 missing geometry) is a `DataError` (a ValueError) whose message names the file and the problem.
-Every writer is atomic (`cuptycho.io.atomic`) and refuses to replace an existing file unless
+Every writer is atomic (`cuptycho.atomic`, re-exported here) and refuses to replace an existing file unless
 ``overwrite=True``.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from ._common import DataError, Pipeline
-from .atomic import atomic_path, open_atomic, write_atomic
-from .cxi import read_cxi, read_result, write_cxi, write_result
-from .npz import read_npz, write_npz, write_tike
+from ..atomic import atomic_path, check_writable, open_atomic, write_atomic
+from ._common import DataError
+from .cxi import info_hdf5, read_cxi, write_cxi
+from .frames import TiffFrames
+from .npz import info_npz, read_npz, write_npz, write_tike
+from .pipeline import Pipeline
+from .results import read_result, write_result
 from .tiff import read_positions, read_tiff, write_positions, write_tiff
 
 __all__ = ["load", "info", "detect_format", "DataError", "Pipeline", "read_cxi", "write_cxi", "write_result",
            "read_result", "read_tiff", "write_tiff", "read_positions", "write_positions", "read_npz", "write_npz",
-           "write_tike", "atomic_path", "open_atomic", "write_atomic"]
+           "write_tike", "atomic_path", "open_atomic", "write_atomic", "check_writable"]
 
 _HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".hdf", ".nxs", ".nx5")
 _MAGIC = ((b"\x89HDF\r\n\x1a\n", "hdf5"), (b"PK\x03\x04", "npz"), (b"BZh", "npz"), (b"II*\x00", "tiff"),
@@ -101,18 +105,14 @@ def info(path) -> str:
     when it reads as a dataset without further options, the derived geometry (`Dataset.describe`)."""
     kind = detect_format(path)
     if kind == "hdf5":
-        from .cxi import info_hdf5
         text = info_hdf5(path)
     elif kind == "npz":
-        from .npz import info_npz
         text = info_npz(path)
     else:
-        from .tiff import _Source
-        with _Source(path) as src:
+        with TiffFrames(path) as src:
             text = (f"{os.fspath(path)}: TIFF {'folder' if src.files is not None else 'file'}, {src.n} frame(s) "
                     f"of {src.frame_shape[0]} x {src.frame_shape[1]} ({src.dtype})")
     try:
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = load(path)

@@ -13,7 +13,8 @@ key                         shape / type           meaning
                                                    pixels win)
 ``mask``                    (Ny, Nx) / (J, Ny, Nx)  weights, 1 valid, 0 ignored
 ``probe``                   (K, Ny, Nx) complex    probe guess
-``wavelength`` / ``energy``  scalar                metres / joules
+``wavelength`` / ``energy``  scalar                metres / joules (the energy wins if both are
+                                                   stored, as for keywords and CXI files)
 ``detector_distance``       scalar                 sample to detector, metres
 ``detector_pixel_size``     (2,)                   (py, px) metres
 ``geometry_kind``           str                    "farfield" or "nearfield"
@@ -47,10 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import dataset as ds_mod
+from .. import preprocess as prep
+from .. import validation
+from ..atomic import atomic_path
 from ..dataset import Dataset
-from ._common import PREPROCESS_KEYS, DataError, Pipeline, combine_masks, make_dataset, scalar
-from .atomic import atomic_path
+from ._common import DataError, combine_masks, reader_dataset, scalar
+from .pipeline import Pipeline, check_options
 
 _SCALARS = ("wavelength", "energy", "detector_distance", "focus_distance", "z", "margin", "geometry_kind",
             "propagator")
@@ -97,10 +100,43 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
     `cuptycho.io.Pipeline` (frames, dark, fftshift, crop, center, bin, saturation). For tike files
     ``fftshift`` defaults to True (their patterns have the zero frequency at [0, 0]).
     """
-    unknown = set(preprocess) - set(PREPROCESS_KEYS)
-    if unknown:
-        raise TypeError(f"read_npz got unexpected keyword(s) {sorted(unknown)}")
+    check_options("read_npz", preprocess)
     p = Path(os.fspath(path))
+    raw, stored, tike = _load_members(p, preprocess)
+    n, frame = raw.shape[0], raw.shape[1:]
+    pipe = Pipeline(p, n, frame, raw.dtype, **preprocess)
+    data, sat = pipe.run(lambda sel: raw[sel])
+    mask = stored.get("mask")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.shape not in (tuple(frame), (n, *frame)):
+            raise DataError(p, f"'mask' has shape {mask.shape}; expected {tuple(frame)} or {(n, *frame)}")
+        if mask.ndim == 3:
+            mask = mask[pipe.indices]
+    recorded = {k: scalar(stored[k]) for k in _SCALARS if k in stored}
+    recorded.update({k: tuple(np.asarray(stored[k]).reshape(-1).tolist()) for k in _PAIRS if k in stored})
+    fields = {"mask": combine_masks(pipe.transform_mask(mask), sat),
+              "metadata": {"source": os.fspath(p), "format": "tike" if tike else "npz"}}
+    if pipe.changes_sampling:                     # the stored object size and probe no longer fit
+        recorded.pop("obj_shape", None)
+        stored.pop("probe", None)
+    for name, value in (("padding", padding), ("margin", margin), ("obj_shape", obj_shape),
+                        ("probe", probe if probe is not None else stored.get("probe"))):
+        value = recorded.get(name) if value is None else value
+        if value is not None:
+            fields[name] = value
+    keywords = {"wavelength": wavelength, "energy": energy, "detector_distance": detector_distance,
+                "detector_pixel_size": detector_pixel_size, "geometry_kind": geometry_kind,
+                "focus_distance": focus_distance, "propagator": propagator, "pixel_size": pixel_size, "z": z}
+    return reader_dataset(p, data, pipe, recorded=recorded, keywords=keywords, positions=stored.get("positions"),
+                          positions_m=stored.get("positions_m"), **fields)
+
+
+def _load_members(p, preprocess):
+    """(raw patterns (J, Ny, Nx), the other members found, whether the layout is tike's), checked.
+
+    For tike files the scan becomes "positions", the probe (K, Ny, Nx), and ``fftshift`` defaults to
+    True in `preprocess`."""
     with _open_archive(p) as zf:
         files = set(zf.files)
         tike = is_tike(files)
@@ -112,8 +148,7 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
                 if raw.shape[0] != 1:
                     raise DataError(p, f"tike data has {raw.shape[0]} views; cuptycho reads one (shape {raw.shape})")
                 raw = raw[0]
-            scan = scan.reshape(-1, scan.shape[-1]) if scan.ndim >= 2 else scan
-            stored["positions"] = scan
+            stored["positions"] = scan.reshape(-1, scan.shape[-1]) if scan.ndim >= 2 else scan
             if "probe" in files:
                 pr = np.asarray(_member(p, zf, "probe"))
                 stored["probe"] = pr.reshape(-1, *pr.shape[-2:]) if pr.ndim > 2 else pr[None]
@@ -124,7 +159,7 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
                     stored[key] = _member(p, zf, key)
     if raw.ndim != 3 or 0 in raw.shape:
         raise DataError(p, f"data must hold (J, Ny, Nx) patterns, got shape {raw.shape}")
-    n, frame = raw.shape[0], raw.shape[1:]
+    n = raw.shape[0]
     for key in ("positions", "positions_m"):
         if key in stored:
             v = np.asarray(stored[key], dtype=np.float64)
@@ -135,48 +170,7 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
             stored[key] = v
     if "positions" not in stored and "positions_m" not in stored:
         raise DataError(p, "missing key 'positions' (object pixels) or 'positions_m' (metres)")
-    pipe = Pipeline(p, n, frame, raw.dtype, **preprocess)
-    data, sat = pipe.run(lambda sel: raw[sel])
-    idx = pipe.indices
-    mask = stored.get("mask")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=np.float32)
-        if mask.shape not in (tuple(frame), (n, *frame)):
-            raise DataError(p, f"'mask' has shape {mask.shape}; expected {tuple(frame)} or {(n, *frame)}")
-        if mask.ndim == 3:
-            mask = mask[idx]
-    mask = combine_masks(pipe.transform_mask(mask), sat)
-    kw = {k: scalar(stored[k]) for k in _SCALARS if k in stored}
-    kw.update({k: tuple(np.asarray(stored[k]).reshape(-1).tolist()) for k in _PAIRS if k in stored})
-    if "energy" in kw:
-        e = kw.pop("energy")
-        kw.setdefault("wavelength", ds_mod.energy_to_wavelength(e))
-    given = {"wavelength": wavelength, "detector_distance": detector_distance,
-             "detector_pixel_size": detector_pixel_size, "geometry_kind": geometry_kind,
-             "focus_distance": focus_distance, "propagator": propagator, "pixel_size": pixel_size, "z": z,
-             "padding": padding, "margin": margin, "obj_shape": obj_shape}
-    kw.update({k: v for k, v in given.items() if v is not None})
-    if energy is not None:
-        kw["wavelength"] = ds_mod.energy_to_wavelength(energy)
-    kind = kw.get("geometry_kind") or ("farfield" if kw.get("propagator") in (None, "farfield") else "nearfield")
-    ratio = pipe.sampling_ratio(kind)
-    if "pixel_size" in kw:
-        kw["pixel_size"] = tuple((np.asarray(kw["pixel_size"], dtype=np.float64) * ratio).tolist())
-    if "detector_pixel_size" in kw:
-        kw["detector_pixel_size"] = tuple((np.asarray(kw["detector_pixel_size"], dtype=np.float64) *
-                                           np.asarray(pipe.factor)).tolist())
-    if pipe.changes_sampling:                     # the stored object size and probe no longer fit
-        if obj_shape is None:
-            kw.pop("obj_shape", None)
-        if probe is None:
-            stored.pop("probe", None)
-    positions = stored.get("positions")
-    positions = None if positions is None else positions[idx] / ratio
-    positions_m = stored.get("positions_m")
-    positions_m = None if positions_m is None else positions_m[idx]
-    fields = {"mask": mask, "probe": probe if probe is not None else stored.get("probe"),
-              "metadata": {"source": os.fspath(p), "format": "tike" if tike else "npz"}}
-    return make_dataset(p, data, positions=positions, positions_m=positions_m, **kw, **fields)
+    return raw, stored, tike
 
 
 def _save(path, arrays: dict, *, overwrite: bool, compress: bool) -> Path:
@@ -204,7 +198,8 @@ def write_npz(path, dataset: Dataset, *, overwrite: bool = False, compress: bool
     optional = {"positions_m": dataset.positions_m, "mask": dataset.mask, "probe": dataset.probe,
                 "wavelength": dataset.wavelength, "detector_distance": dataset.detector_distance,
                 "detector_pixel_size": dataset.detector_pixel_size, "focus_distance": dataset.focus_distance,
-                "pixel_size": None if dataset.pixel_size is None else ds_mod.geometry.pixel_pair(dataset.pixel_size),
+                "pixel_size": None if dataset.pixel_size is None else
+                validation.length_pair("pixel_size", dataset.pixel_size),
                 "z": dataset.z}
     arrays.update({k: np.asarray(v) for k, v in optional.items() if v is not None})
     return _save(path, arrays, overwrite=overwrite, compress=compress)
@@ -219,7 +214,7 @@ def write_tike(path, dataset: Dataset, *, overwrite: bool = False) -> Path:
     if dataset.propagator != "farfield":
         raise ValueError("tike's layout stores far-field (fft-shifted) patterns; this dataset is "
                          f"{dataset.propagator!r}")
-    arrays = {"data": ds_mod.ifftshift_patterns(np.asarray(dataset.data, dtype=np.float32))[None],
+    arrays = {"data": prep.ifftshift_patterns(np.asarray(dataset.data, dtype=np.float32))[None],
               "scan": np.asarray(dataset.positions, dtype=np.float32)[None]}
     if dataset.probe is not None:
         pr = np.asarray(dataset.probe, dtype=np.complex64)

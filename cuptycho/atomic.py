@@ -6,6 +6,9 @@ disk never sees a partially written output: the destination either keeps its old
 the complete new file. The temporary file lives in the same folder because a rename is atomic only
 within one file system.
 
+Standard library only (it imports nothing from cuptycho), so every floor of the package may use it:
+the kernel build (`cuptycho._build`), checkpoints, reports and the writers of `cuptycho.io`.
+
 An existing destination is replaced only with ``overwrite=True``; otherwise the write is refused
 with a `FileExistsError` before anything is written (and, where the file system has hard links, the
 final step is a no-clobber link, so a file that appears while the temporary one is being written is

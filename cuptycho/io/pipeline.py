@@ -1,0 +1,193 @@
+"""Streaming preprocessing: the patterns of a file assembled slab by slab into one float32 array.
+
+Every reader hands `Pipeline` a function that reads frames of its file; the pipeline selects frames,
+subtracts the dark, un-shifts, crops and bins on the way (the array operations of
+`cuptycho.preprocess`), so the peak memory is the output plus one slab.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import preprocess, units, validation
+from ._common import DataError
+from .frames import read_frames
+
+CHUNK_BYTES = 64 * 2**20          # raw bytes per slab read from a file
+PREPROCESS_KEYS = ("frames", "dark", "fftshift", "crop", "center", "bin", "saturation", "chunk_bytes")
+
+
+def check_options(reader: str, options: dict) -> None:
+    """TypeError naming `reader` when `options` (a reader's ``**preprocess``) holds a key that is not
+    one of `PREPROCESS_KEYS`; called first, before any file is opened."""
+    unknown = set(options) - set(PREPROCESS_KEYS)
+    if unknown:
+        raise TypeError(f"{reader} got unexpected keyword(s) {sorted(unknown)}")
+
+
+def frame_indices(path, frames, n_frames: int) -> np.ndarray:
+    """The requested frames (None: all; a slice; a sequence of indices) as an int64 array."""
+    if frames is None:
+        return np.arange(n_frames)
+    if isinstance(frames, slice):
+        return np.arange(n_frames)[frames]
+    idx = np.asarray(frames)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise DataError(path, f"frames must be a slice or a sequence of integer indices, got {frames!r}")
+    if idx.size == 0 or np.any(idx < -n_frames) or np.any(idx >= n_frames):
+        raise DataError(path, f"frames must select indices in [0, {n_frames}) (the file has {n_frames} frames)")
+    return np.where(idx < 0, idx + n_frames, idx).astype(np.int64)
+
+
+def load_dark(path, dark):
+    """A dark frame (or stack) from an array or a file (.npy, .npz 'dark' key or only array, TIFF, folder)."""
+    if dark is None or isinstance(dark, np.ndarray):
+        return dark
+    if not isinstance(dark, (str, os.PathLike)):
+        return np.asarray(dark)
+    p = Path(dark)
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = "dark" if "dark" in z.files else z.files[0] if len(z.files) == 1 else None
+                if key is None:
+                    raise DataError(p, f"no 'dark' array among {z.files}")
+                return z[key]
+        return read_frames(p)
+    except DataError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DataError(p, f"cannot read the dark frames ({err})") from None
+
+
+class Pipeline:
+    """Streaming preprocessing applied slab by slab while a reader fills the output array.
+
+    Order per frame: cast to float32, non-finite check, dark subtraction, fftshift, crop, binning;
+    negative values are clipped at the end with one `NegativeCountsWarning` stating the count.
+    Memory: the output (J, ny, nx) float32 array, plus one slab of about `chunk_bytes` raw bytes and
+    its float32 copy; with `saturation` and ``per_frame`` masking, a (J, ny, nx) float32 mask too.
+    A centre found from the data (``center="mass"`` or ``"max"``) costs one more pass over the file.
+    """
+
+    def __init__(self, path, n_frames, frame_shape, raw_dtype, *, frames=None, dark=None, fftshift=False,
+                 crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES):
+        self.path = path
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.indices = frame_indices(path, frames, n_frames)
+        try:
+            self.dark = None if dark is None else preprocess.dark_frame(load_dark(path, dark), self.frame_shape)
+            self.factor = validation.integer_pair("bin", bin)
+            self.saturation = None if saturation is None else validation.real_number("saturation", saturation)
+        except ValueError as err:
+            raise DataError(path, str(err)) from None
+        self.fftshift, self.crop, self.center = bool(fftshift), crop, center
+        self.window = None
+        itemsize = max(np.dtype(raw_dtype).itemsize, 4)
+        self.slab = max(1, int(chunk_bytes) // (itemsize * int(np.prod(self.frame_shape))))
+        self.n_negative, self.min_value = 0, 0.0
+
+    @property
+    def changes_sampling(self) -> bool:
+        return self.crop is not None or self.factor != (1, 1)
+
+    def _early(self, raw):
+        a = np.asarray(raw)
+        if a.dtype.kind not in "uif" or a.dtype == bool:
+            raise DataError(self.path, f"diffraction data must be real numbers, got dtype {a.dtype}")
+        a = a.astype(np.float32)
+        if self.dark is not None:
+            a -= self.dark
+        if self.fftshift:
+            a = np.fft.fftshift(a, axes=(-2, -1))
+        return a
+
+    def _resample(self, a, reduce="sum"):
+        """Crop and bin (blocks reduced by "sum" for counts, "min" for weights)."""
+        if self.window is not None:
+            a = preprocess.crop_array(a, self.window, self.crop)
+        if self.factor != (1, 1):
+            a = preprocess.bin_array(a, self.factor, reduce)
+        return a
+
+    def transform_mask(self, mask, reduce="min"):
+        """The detector mask (or a per-frame mask already restricted to the selected frames) in the
+        output layout: fftshift, crop, binning (a binned pixel is valid only if all its pixels are)."""
+        if mask is None:
+            return None
+        m = np.asarray(mask)
+        if self.fftshift:
+            m = np.fft.fftshift(m, axes=(-2, -1))
+        return np.ascontiguousarray(self._resample(m, reduce))
+
+    def _slabs(self, read):
+        """(positions in the output, raw frames) for consecutive slabs of the requested frames."""
+        idx = self.indices
+        for start in range(0, idx.size, self.slab):
+            want = idx[start:start + self.slab]
+            uniq, inverse = np.unique(want, return_inverse=True)
+            if uniq.size == uniq[-1] - uniq[0] + 1:
+                raw = read(slice(int(uniq[0]), int(uniq[-1]) + 1))
+            else:
+                raw = read(uniq)
+            yield start, np.asarray(raw)[inverse]
+
+    def _place_window(self, read):
+        """Fix the crop window, finding the beam centre in the summed frames (one pass) if asked to."""
+        center = self.center
+        if isinstance(center, str):
+            total = np.zeros(self.frame_shape, dtype=np.float64)
+            for _, raw in self._slabs(read):
+                total += np.nan_to_num(self._early(raw)).sum(axis=0, dtype=np.float64)
+        try:
+            if isinstance(center, str):
+                center = preprocess.find_centre(total, center)
+            self.window = preprocess.crop_window(self.frame_shape, self.crop, center)
+        except ValueError as err:
+            raise DataError(self.path, str(err)) from None
+
+    def run(self, read):
+        """Read every requested frame through ``read(index)`` (a slice or an increasing index array
+        into the file's frames, returning (k, Ny, Nx)) and return (data, saturation weights or None)."""
+        if self.crop is not None:
+            self._place_window(read)
+        out_shape = self._resample(np.zeros((1, *self.frame_shape), np.float32)).shape[1:]
+        data = np.empty((self.indices.size, *out_shape), dtype=np.float32)
+        sat = None if self.saturation is None else np.empty_like(data)
+        bad = []
+        for start, raw in self._slabs(read):
+            a = self._early(raw)
+            finite = np.isfinite(a).all(axis=(-2, -1))
+            if not finite.all():
+                bad.extend(int(self.indices[start + k]) for k in np.flatnonzero(~finite))
+                a[~finite] = 0
+            stop = start + a.shape[0]
+            data[start:stop] = self._resample(a)
+            if sat is not None:
+                s = (np.asarray(raw) < self.saturation).astype(np.float32)
+                if self.fftshift:
+                    s = np.fft.fftshift(s, axes=(-2, -1))
+                sat[start:stop] = self._resample(s, "min")
+        if bad:
+            shown = ", ".join(str(j) for j in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            raise DataError(self.path, f"{len(bad)} frame(s) contain NaN or Inf values (frame {shown}); "
+                                       "drop them with frames=... or repair the file")
+        negative = data < 0
+        self.n_negative = int(np.count_nonzero(negative))
+        if self.n_negative:
+            self.min_value = float(data.min())
+            np.maximum(data, 0, out=data)
+            warnings.warn(f"{os.fspath(self.path)}: {self.n_negative} negative value(s) (min {self.min_value:g}) "
+                          "clipped to 0", preprocess.NegativeCountsWarning, stacklevel=3)
+        return data, sat
+
+    def sampling_ratio(self, kind) -> np.ndarray:
+        """New over old sample-plane pixel size (per axis) caused by cropping and binning."""
+        new = self.frame_shape if self.window is None else validation.integer_pair("crop", self.crop)
+        new = (new[0] // self.factor[0], new[1] // self.factor[1])
+        return units.sampling_ratio(kind, self.frame_shape, new, self.factor)
