@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import constraints, geometry, simulate, validation
+from . import geometry, probes, validation
+from .api import forward
 from .backend import array_module
 from .constraints import orthogonalize_modes
-from .validation import integer, real_number
+from .validation import complex_dtype, integer, integer_pair, real_number, seed_sequence
 
-__all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "MODE_POWER"]
+__all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "scaled_to_data",
+           "MODE_POWER"]
 
 # Default share of the total power given to the extra probe modes together.
 MODE_POWER = 0.05
@@ -31,7 +33,7 @@ def _mode_power(value, n_modes):
 
 def _random_complex(seed, shape):
     """Unit-variance complex Gaussian noise (NumPy, float64) from a seed (int or SeedSequence)."""
-    rng = np.random.default_rng(simulate._seed(seed))
+    rng = np.random.default_rng(seed_sequence(seed))
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
 
 
@@ -89,15 +91,16 @@ def add_modes(probe, n_modes, *, mode_power=MODE_POWER, seed=0):
     -------
     probe : (n_modes, Ny, Nx), the dtype and namespace of probe
     """
-    xp, probe = constraints._field("probe", probe)
-    p = probe if probe.ndim == 3 else probe[None]
+    xp = array_module(probe)
+    p = validation.field("probe", probe)
     n_modes = integer("n_modes", n_modes, low=p.shape[0])
     mode_power = _mode_power(mode_power, n_modes)
     if n_modes > p.shape[-2] * p.shape[-1]:
         raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {p.shape[-2] * p.shape[-1]}")
-    return _with_modes(p.astype(xp.complex128), n_modes, mode_power, seed).astype(probe.dtype)
+    return _with_modes(p.astype(xp.complex128), n_modes, mode_power, seed).astype(p.dtype)
 
 
+# Long for its docstring (the far- and near-field models); the steps are the helpers below.
 def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=None, seed=0,
                     mode_power=MODE_POWER, dtype=None, z=None, wavelength=None, pixel_size=None, padding=0):
     """A probe whose modelled mean pattern, on a flat unit object, is the data's mean pattern.
@@ -173,26 +176,15 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     if dtype is None:
         source = data.dtype if hasattr(data, "dtype") else np.asarray(data).dtype
         dtype = np.complex128 if np.dtype(source) == np.float64 else np.complex64
-    dtype = simulate._complex_dtype(dtype)
+    dtype = complex_dtype(dtype)
     pattern_shape = tuple(d.shape[-2:])
-    shape = pattern_shape if shape is None else simulate._shape("shape", shape, low=1)
+    shape = pattern_shape if shape is None else integer_pair("shape", shape, low=1)
     if shape[0] > pattern_shape[0] or shape[1] > pattern_shape[1]:
         raise ValueError(f"shape {shape} must not exceed the pattern shape {pattern_shape}")
     if back and shape != pattern_shape:
         raise ValueError(f"back-propagation needs the full pattern shape {pattern_shape}, got shape {shape}")
 
-    # the mean pattern over valid pixels
-    w = validation.mask(mask, d.shape[0], pattern_shape, np.float64)
-    if w is None:
-        mean = d.mean(axis=0)
-    else:
-        valid_j = xp.broadcast_to(w > 0, d.shape)
-        count = valid_j.sum(axis=0)
-        mean = xp.where(valid_j, d, 0.0).sum(axis=0) / xp.maximum(count, 1)
-        valid = count > 0
-        if not bool(valid.any()):
-            raise ValueError("mask leaves no valid pixel")
-        mean = xp.where(valid, mean, xp.where(valid, mean, 0.0).sum() / valid.sum())
+    mean = _mean_pattern(d, validation.mask(mask, d.shape[0], pattern_shape, np.float64))
 
     # crop to the probe shape about the centre pixel
     (hd, wd), (ny, nx) = pattern_shape, shape
@@ -214,6 +206,23 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
 
 
+def _mean_pattern(d, w):
+    """Mean of the patterns d (J, Ny, Nx) over the valid pixels (weights w > 0, or all when w is None).
+
+    Pixels valid in no pattern get the mean of the valid pixels.
+    """
+    if w is None:
+        return d.mean(axis=0)
+    xp = array_module(d)
+    valid_j = xp.broadcast_to(w > 0, d.shape)
+    count = valid_j.sum(axis=0)
+    mean = xp.where(valid_j, d, 0.0).sum(axis=0) / xp.maximum(count, 1)
+    valid = count > 0
+    if not bool(valid.any()):
+        raise ValueError("mask leaves no valid pixel")
+    return xp.where(valid, mean, xp.where(valid, mean, 0.0).sum() / valid.sum())
+
+
 def _back_propagate(field, kind, prop):
     """A^H field for the near-field propagator A of the model (MATH.md step 3): pad, F^-1 conj(H) F, crop."""
     xp = array_module(field)
@@ -227,14 +236,13 @@ def _back_propagate(field, kind, prop):
 
 def probe_aperture(shape, radius_px, n_modes=1, *, defocus_phase=0.0, seed=0, mode_power=MODE_POWER,
                    dtype=np.complex64):
-    """A uniformly lit circular aperture (a disk of ones) centred on (Ny//2, Nx//2).
+    """A uniformly lit circular aperture (a disk of ones) centred on (Ny//2, Nx//2), radius in pixels.
 
-    The disk is `simulate.probe_aperture` in pixel units at z = 0 (pixels with
-    y^2 + x^2 <= radius_px^2 about the centre pixel; the centre pixel is always inside),
-    optionally times the quadratic phase exp(i defocus_phase (r / radius_px)^2) of a defocused
-    beam (`defocus_phase` radians at the rim; positive = diverging). Extra modes as in
-    `probe_from_data`. The power is the number of pixels in the disk: fit it to the data with
-    `fit_probe_scale`.
+    The disk is `probes.aperture_px` (pixels with y^2 + x^2 <= radius_px^2 about the centre
+    pixel; the centre pixel is always inside), optionally times the quadratic phase
+    exp(i defocus_phase (r / radius_px)^2) of a defocused beam (`defocus_phase` radians at the
+    rim; positive = diverging). Extra modes as in `probe_from_data`. The power is the number of
+    pixels in the disk: fit it to the data with `fit_probe_scale`.
 
     Parameters
     ----------
@@ -253,21 +261,15 @@ def probe_aperture(shape, radius_px, n_modes=1, *, defocus_phase=0.0, seed=0, mo
     -------
     probe : (n_modes, Ny, Nx) dtype, NumPy
     """
-    shape = simulate._shape("shape", shape, low=1)
+    shape = integer_pair("shape", shape, low=1)
     radius = real_number("radius_px", radius_px, low=0.0, low_open=True)
     defocus_phase = real_number("defocus_phase", defocus_phase)
     n_modes = integer("n_modes", n_modes)
     mode_power = _mode_power(mode_power, n_modes)
-    dtype = simulate._complex_dtype(dtype)
+    dtype = complex_dtype(dtype)
     if n_modes > shape[0] * shape[1]:
         raise ValueError(f"n_modes = {n_modes} exceeds the number of probe pixels {shape[0] * shape[1]}")
-    # At z = 0 the transfer function is 1: the disk passes through two unitary FFTs unchanged
-    # up to rounding, which is removed by thresholding the real part (0 or 1 per pixel).
-    disk = simulate.probe_aperture(shape, radius=radius, z=0.0, wavelength=1.0, pixel_size=1.0)
-    p0 = (disk.real > 0.5).astype(np.complex128)
-    if defocus_phase:
-        y, x = simulate._centred_coordinates(shape)
-        p0 = p0 * np.exp(1j * defocus_phase * (y**2 + x**2) / radius**2)
+    p0 = probes.aperture_px(shape, radius, defocus_phase=defocus_phase, dtype=np.complex128)
     return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
 
 
@@ -290,9 +292,9 @@ def object_ones(shape, n_modes=1, dtype=np.complex64, *, seed=0):
     -------
     obj : (n_modes, H, W) dtype, NumPy
     """
-    shape = simulate._shape("shape", shape, low=1)
+    shape = integer_pair("shape", shape, low=1)
     n_modes = integer("n_modes", n_modes)
-    dtype = simulate._complex_dtype(dtype)
+    dtype = complex_dtype(dtype)
     obj = np.ones((n_modes, *shape), dtype=np.complex128)
     if n_modes > 1:
         obj[1:] = 1e-2 * _random_complex(seed, (n_modes - 1, *shape))
@@ -325,18 +327,24 @@ def fit_probe_scale(obj, probe, positions, data, mask=None, **forward_kwargs):
     ValueError
         Bad input, or a model that predicts no intensity where the mask is valid.
     """
-    from .api import forward
-
     intensity = forward(obj, probe, positions, **forward_kwargs)
-    xp = array_module(intensity)
     n, patch = intensity.shape[0], intensity.shape[-2:]
+    xp = array_module(intensity)
     d = xp.asarray(validation.data(data, n, patch, np.float64))
     w = validation.mask(mask, n, patch, np.float64)
+    return scaled_to_data(xp.asarray(probe), intensity, d, None if w is None else xp.asarray(w))
+
+
+def scaled_to_data(probe, intensity, data, mask=None):
+    """`probe` * sqrt(s) with s = sum w I d / sum w I^2 (the least-squares intensity scale), for
+    checked arrays on one device: the modelled `intensity` and `data` (J, Ny, Nx), `mask` (Ny, Nx)
+    or (J, Ny, Nx) weights or None. The engine calls this with its own forward model; the sums are
+    accumulated in float64 and s is read back as one scalar to check it."""
+    xp = array_module(intensity)
     i = intensity.astype(xp.float64)
-    wi = i if w is None else xp.asarray(w) * i
+    wi = i if mask is None else mask * i
     denom = float((wi * i).sum())
     if not denom > 0:
         raise ValueError("the model predicts no intensity on the valid pixels; cannot fit a probe scale")
-    s = float((wi * d).sum()) / denom
-    probe = xp.asarray(probe)
+    s = float((wi * data).sum()) / denom
     return (probe * np.sqrt(s).astype(np.finfo(probe.dtype).dtype)).astype(probe.dtype)

@@ -148,6 +148,27 @@ def test_probe_aperture():
     np.testing.assert_allclose(np.diag(gram).sum(), (np.abs(initial.probe_aperture(32, 6.0)) ** 2).sum(), rtol=1e-6)
 
 
+def test_aperture_guess_is_the_pixel_aperture_model():
+    """initial.probe_aperture (radius in pixels) is probes.aperture_px, the disk of simulate's aperture (metres)."""
+    from cuptycho import probes
+    guess = initial.probe_aperture((24, 25), 5.5, defocus_phase=1.5, dtype=np.complex128)
+    np.testing.assert_array_equal(guess[0], probes.aperture_px((24, 25), 5.5, defocus_phase=1.5))
+    # the same disk in metres: radius 5.5 pixels of 40 nm, not propagated
+    bare = simulate.probe_aperture((24, 25), radius=5.5 * 4e-8, z=0.0, wavelength=1e-10, pixel_size=4e-8)
+    np.testing.assert_array_equal(np.abs(bare) > 0.5, probes.aperture_px((24, 25), 5.5) == 1)
+    with pytest.raises(ValueError, match="radius_px"):
+        initial.probe_aperture(16, -1.0)
+
+
+def test_initial_does_not_depend_on_simulate():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(initial))
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for a in node.names} | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not any(name and "simulate" in name for name in imported)
+
+
 def test_object_ones():
     obj = initial.object_ones((40, 50))
     assert obj.shape == (1, 40, 50) and obj.dtype == np.complex64 and np.all(obj == 1)

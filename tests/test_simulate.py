@@ -198,6 +198,37 @@ def test_focused_probe_width_and_defocus_phase():
         sim.probe_focused(64, width=16.0, defocus=1e-3)
 
 
+def test_probe_models_name_their_units():
+    """simulate's probe functions keep their keywords; the models in `probes` say pixels or metres."""
+    from cuptycho import probes
+    kw = dict(z=2e-4, wavelength=WAVELENGTH, pixel_size=(6e-8, 5e-8))
+    np.testing.assert_array_equal(sim.probe_aperture(48, radius=1e-6, **kw), probes.aperture_m(48, radius_m=1e-6, **kw))
+    kw = dict(wavelength=WAVELENGTH, pixel_size=5e-8)
+    np.testing.assert_array_equal(sim.probe_focused(32, width=6.0, defocus=1e-3, **kw),
+                                  probes.focused(32, width_px=6.0, defocus_m=1e-3, **kw))
+    np.testing.assert_array_equal(sim.probe_from_images(32, envelope=8.0), probes.from_images(32, envelope_px=8.0))
+    assert sim.probe_modes is probes.modes and sim.probe_diameter is probes.diameter_px
+    with pytest.raises(ValueError, match="width"):
+        sim.probe_focused(32, width=0.0)
+
+
+def test_simulation_modules_use_no_private_names_of_other_modules():
+    import ast
+    import importlib
+    import inspect
+    names = ("simulate", "probes", "scans", "objects", "images", "initial")
+    for name in names:
+        module = importlib.import_module(f"cuptycho.{name}")
+        tree = ast.parse(inspect.getsource(module))
+        imported = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and node.level == 1 and node.module is None for a in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert not any(a.name.startswith("_") for a in node.names), (name, ast.dump(node))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported:
+                assert not node.attr.startswith("_"), (name, node.value.id, node.attr)
+
+
 # --------------------------------------------------------------------------- scans
 
 def test_overlap_to_step():
@@ -363,8 +394,13 @@ def test_geometry_and_forward_kwargs():
         sim.Geometry(WAVELENGTH, 2.0, 75e-6, 64, "nearfield")
 
 
-def test_simulate_is_also_reachable_as_attribute():
-    assert sim.simulate.preset is sim.preset
+def test_module_names_and_unknown_preset():
+    import types
+
+    from cuptycho.simulate import PRESETS, preset, simulate
+    assert isinstance(sim, types.ModuleType) and sim.simulate is simulate and sim.preset is preset
+    assert sim.PRESETS is PRESETS and set(PRESETS) == {"small_farfield", "small_nearfield"}
+    assert all(hasattr(sim, name) for name in sim.__all__)
     with pytest.raises(ValueError, match="preset"):
         sim.preset("huge")
 
