@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from . import geometry, model, reference, validation
+from . import geometry, ops, reference, validation
 from .backend import array_module, resolve, to_device
 
 
@@ -37,13 +37,6 @@ def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, paddi
                           RuntimeWarning, stacklevel=3)
     arrays = [to_device(device, a) for a in (obj3, probe3, pos)]
     return device, arrays, prop_args
-
-
-def _run_forward(device, obj, probe, pos, propagator, prop_args):
-    if device == "numpy":
-        prop = reference.make_propagator(propagator, probe.shape[-2:], dtype=obj.dtype, **prop_args)
-        return reference.forward(obj, probe, pos, prop)
-    return model.forward(device, obj, probe, pos, propagator=propagator, **prop_args)
 
 
 def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=None, pixel_size=None,
@@ -74,7 +67,7 @@ def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=
     """
     device, (obj3, probe3, pos), prop_args = _prepare(obj, probe, positions, propagator, z, wavelength,
                                                       pixel_size, padding, backend)
-    out = _run_forward(device, obj3, probe3, pos, propagator, prop_args)
+    out = ops.forward(device, obj3, probe3, pos, propagator=propagator, **prop_args)
     return _like(obj, out)
 
 
@@ -104,10 +97,11 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
     w = validation.mask(mask, n_pos, patch_shape, real)
     xp = array_module(obj3)
     w = xp.ones(patch_shape, real) if w is None else to_device(device, w)
-    value, grads = model.evaluate(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator, **prop_args)
+    value, grads = ops.evaluate(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator, **prop_args)
     grads["object"] = _like(obj, grads["object"].reshape(np.shape(obj)))
     grads["probe"] = _like(obj, grads["probe"].reshape(np.shape(probe)))
-    pos_dtype = np.dtype(getattr(positions, "dtype", np.asarray(positions).dtype))
+    # positions.dtype first: np.asarray of CuPy positions would raise (no implicit device -> host copy)
+    pos_dtype = np.dtype(positions.dtype) if hasattr(positions, "dtype") else np.asarray(positions).dtype
     grads["positions"] = _like(positions, grads["positions"]).astype(
         pos_dtype if np.issubdtype(pos_dtype, np.floating) else np.float64)
     return value, grads

@@ -1,4 +1,5 @@
-"""Array namespaces and devices: which of numpy / cupy an array lives in, and whether a GPU answers."""
+"""Array namespaces and devices: which of numpy / cupy an array lives in, whether a GPU answers, and
+moving arrays between host and device."""
 from __future__ import annotations
 
 import functools
@@ -76,6 +77,11 @@ def resolve(name: str) -> str:
     warnings.warn(f"cuptycho runs on the slow NumPy reference: no GPU ({gpu_why}) and the CPU kernels "
                   f"are unavailable ({cpu_why.splitlines()[0] if cpu_why else ''})", RuntimeWarning, stacklevel=3)
     return "numpy"
+
+
+def to_host(arr):
+    """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
+    return arr.get() if array_module(arr) is not np else np.asarray(arr)
 
 
 def to_device(device: str, arr):

@@ -15,7 +15,6 @@ existing file is replaced only with ``--force``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import signal
@@ -78,25 +77,6 @@ def demo(args) -> int:
 
 # --------------------------------------------------------------------------- simulate
 
-def measurement(exp):
-    """A simulated `Experiment` as a measurement file would record it: the patterns, the nominal
-    (perturbed) positions in pixels and metres, the geometry with its detector quantities (near
-    field: the parallel-beam detector at the nominal z), no probe guess and no truth."""
-    import numpy as np
-
-    from .dataset import Dataset
-
-    pixel = np.asarray(exp.pixel_size, dtype=np.float64)
-    common = dict(data=exp.data, positions=exp.positions_start, propagator=exp.propagator,
-                  obj_shape=tuple(exp.obj.shape[-2:]), wavelength=exp.wavelength, pixel_size=tuple(pixel),
-                  positions_m=exp.positions_start * pixel, metadata={"source": "cuptycho simulate"})
-    if exp.propagator == "farfield":
-        return Dataset(**common, detector_distance=exp.detector_distance,
-                       detector_pixel_size=exp.detector_pixel_size)
-    return Dataset(**common, z=exp.z_start, padding=exp.padding, detector_distance=exp.z_start,
-                   detector_pixel_size=tuple(pixel), geometry_kind="nearfield")
-
-
 def simulate_cmd(args) -> int:
     from . import config as C
     from . import io, simulate
@@ -112,12 +92,12 @@ def simulate_cmd(args) -> int:
     options.pop("preset", None)
     if args.seed is not None:
         options["seed"] = args.seed
-    io.atomic.check_writable(args.output, overwrite=args.force)
+    io.check_writable(args.output, overwrite=args.force)
     try:
         exp = simulate.preset(name, **options)
     except TypeError as err:                   # a keyword simulate() does not take
         raise ValueError(f"[simulate]: {err}") from None
-    ds = measurement(exp)
+    ds = exp.measurement()
     io.write_cxi(args.output, ds, overwrite=args.force)
     print(f"cuptycho: wrote {args.output}: preset {name!r}"
           + (f" with {', '.join(f'{k}={v!r}' for k, v in options.items())}" if options else ""))
@@ -252,204 +232,37 @@ class _Progress:
             _Progress.active = None
 
 
-class _StopOnSignal:
-    """While active, SIGINT and SIGTERM ask the reconstruction to stop after the current epoch
-    (`Reconstruction.stop`); a second SIGINT raises KeyboardInterrupt at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, rec):
-        self.rec, self.signum, self.previous = rec, None, {}
-
-    def _handler(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt("a second SIGINT: stopped at once, without writing a checkpoint")
-        self.signum = self.signum or signum
-        self.rec.stop()
-
-    def __enter__(self):
-        for s in self.SIGNALS:
-            self.previous[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        return False
-
-
-def checkpoint_path(out) -> Path:
-    """Where `reconstruct -o OUT` keeps its checkpoint: OUT with the suffix ``.ckpt.npz``."""
-    out = Path(os.fspath(out))
-    return out.with_suffix(".ckpt.npz") if out.suffix else out.with_name(out.name + ".ckpt.npz")
-
-
-def _default_output(data) -> Path:
-    name = Path(os.fspath(data)).name
-    for suffix in (".bz2", ".npz", ".cxi", ".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".tif", ".tiff"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-    return Path(f"{name}.result.cxi")
-
-
-_RESUME_FREE = {"epochs", "backend", "profile", "metrics_every"}      # may differ when resuming
-
-
-def _differences(a: dict, b: dict, prefix=""):
-    """Dotted keys whose values differ between two TOML documents (engine options only)."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if not prefix and (k in _RESUME_FREE or k in ("data", "output", "simulate")):
-            continue
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k in ("object", "object_modes", "probe", "positions",
-                                                                   "z"):
-            out += _differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append((f"{prefix}{k}", va, vb))
-    return out
-
-
-def load_checkpoint(path) -> dict:
-    """`checkpoint.load`, with a damaged file (which the zip reader reports as BadZipFile, not an
-    OSError or ValueError) reported as a ValueError too."""
-    import zipfile
-
-    from . import checkpoint
-
-    try:
-        return checkpoint.load(path)
-    except (zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{os.fspath(path)} is not a readable cuptycho checkpoint ({err})") from None
-
-
 def reconstruct_cmd(args) -> int:
-    from . import checkpoint, io
     from . import config as C
-    from .engine import Reconstruction
+    from .run import ResumableRun
 
-    # the configuration: a file, the checkpoint's own, or the engine's defaults
-    run = C.load(args.config) if args.config else C.RunConfig()
-    state, saved = None, None
-    if args.resume:
-        state = load_checkpoint(args.resume)
-        saved = state.get("cli")
-        if saved is None and not args.config:
-            raise ValueError(f"{args.resume} records no configuration (it was not written by the command line); "
-                             "pass the run's --config")
-        if saved is not None:
-            saved_run = C.from_dict(saved["config"], source=f"checkpoint {args.resume}")
-            if args.config:
-                diff = _differences(C.to_dict(run.engine), C.to_dict(saved_run.engine))
-                if diff:
-                    key, mine, theirs = diff[0]
-                    raise ValueError(f"--config {args.config} sets {key} = {mine!r} but the checkpoint's run used "
-                                     f"{theirs!r} ({len(diff)} difference(s)); a resumed run continues with the "
-                                     "same settings: leave out --config to use the checkpoint's")
-            else:
-                run = saved_run
-    data = args.data or run.data.get("path") or (saved or {}).get("data")
-    if data is None:
-        raise ValueError("no data file: give DATA, or path in the config's [data] table")
-    if saved is not None and Path(data).resolve() != Path(saved["data"]).resolve():
-        _say(f"note: the checkpoint was made from {saved['data']}; continuing with {data}")
-    cfg = run.engine
-    if args.epochs is not None:
-        cfg.epochs = args.epochs
-    if args.backend is not None:
-        cfg.backend = args.backend
-    if args.engine is not None and args.engine != cfg.engine:
-        cfg = dataclasses.replace(cfg, engine=args.engine)
-        cfg.check()                              # e.g. a PIE engine with a poisson loss: say so now
-    every = args.checkpoint_every if args.checkpoint_every is not None else run.output.get("checkpoint_every", 0)
-    if every < 0:
-        raise ValueError(f"--checkpoint-every must be >= 0, got {every}")
-
-    # outputs: refuse before any work is done
-    out = Path(args.output) if args.output else _default_output(data)
-    ckpt = checkpoint_path(out)
-    if Path(data).exists() and out.resolve() == Path(data).resolve():
-        raise ValueError(f"the output {out} is the input data file; choose another -o")
-    io.atomic.check_writable(out, overwrite=args.force)
-    resuming_here = bool(args.resume) and Path(args.resume).resolve() == ckpt.resolve()
-    if ckpt.exists() and not args.force and not resuming_here:
-        raise FileExistsError(f"{ckpt} already exists (the checkpoint of an earlier run?): continue it with "
-                              f"--resume {ckpt}, or pass --force to start afresh and replace it")
-
-    # data and engine
+    overrides = dict(C.parse_assignment(text) for text in args.set or ())
+    for key in ("epochs", "backend", "engine"):           # the shortcuts for the commonest --set keys
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    run = ResumableRun(args.data, config=args.config, overrides=overrides, resume=args.resume, output=args.output,
+                       checkpoint_every=args.checkpoint_every, force=args.force, note=_say)
+    _say(run.describe())
+    progress = _Progress(args.progress, run.config.epochs, run.start)
     try:
-        ds = io.load(data, **C.reader_options(run.data))
-    except TypeError as err:
-        raise ValueError(f"{data}: a [data] option does not apply to this kind of file ({err})") from None
-    if "init_probe" not in run.explicit and ds.probe is None and saved is None:
-        cfg.init_probe = "data"
-        if "probe.enabled" not in run.explicit:
-            cfg.probe = dataclasses.replace(cfg.probe, enabled=True)
-        _say("note: the data file has no probe guess: the probe starts from the data's mean pattern "
-             "(init_probe = \"data\") and is refined ([probe] enabled = true)")
-    rec = Reconstruction(ds, cfg)
-    cfg = rec.cfg
-    effective = C.to_dict(dataclasses.replace(cfg, backend=rec.device, progress=None),
-                          data={**run.data, "path": os.fspath(Path(data).resolve())},
-                          output={"checkpoint_every": every})
-    if state is not None:
-        n = ds.n_patterns
-        have = state["arrays"].get("correction")
-        if have is None or have.shape != (n, 2):
-            raise ValueError(f"{args.resume} was made for {None if have is None else have.shape[0]} positions; "
-                             f"{data} has {n}")
-        try:
-            rec.load_state_dict(state)
-        except (KeyError, ValueError) as err:
-            raise ValueError(f"{args.resume} does not fit this run ({type(err).__name__}: {err})") from None
-
-    def save_checkpoint():
-        st = rec.state_dict()
-        st["cli"] = {"config": effective, "data": os.fspath(Path(data).resolve()), "output": os.fspath(out)}
-        checkpoint.save(st, ckpt)
-
-    start = rec.epoch
-    n, ny, nx = ds.data.shape
-    _say(f"reconstructing {data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
-         f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}"
-         + (f", resumed at epoch {start}" if state is not None else "")
-         + (f", checkpoint every {every} epochs" if every else ""))
-    progress = _Progress(args.progress, cfg.epochs, start)
-    # a plain function, not the _Progress object: Result.config deep-copies Config.progress (engine
-    # `_config_dict` runs dataclasses.asdict before dropping it), and a tqdm bar cannot be copied
-    cfg.progress = lambda rec: progress(rec)
-    t0 = time.perf_counter()
-    with _StopOnSignal(rec) as stop:
-        try:
-            while rec.epoch < cfg.epochs and not rec.finished and stop.signum is None:
-                until = cfg.epochs if not every else min(cfg.epochs, (rec.epoch // every + 1) * every)
-                rec.run(until=until)
-                if stop.signum is None and every and rec.epoch % every == 0 and rec.epoch < cfg.epochs \
-                        and not rec.finished:
-                    save_checkpoint()
-        finally:
-            progress.close()
-        complete = rec.epoch >= cfg.epochs or rec.finished
-        if not complete:                       # stopped by a signal: checkpoint, say how to resume
-            save_checkpoint()
-            name = signal.Signals(stop.signum).name
-            command = ["cuptycho", "reconstruct", os.fspath(data), "--resume", os.fspath(ckpt), "-o", os.fspath(out)]
-            if args.force:
-                command.append("--force")
-            _say(f"{name}: stopped after epoch {rec.epoch} of {cfg.epochs}; checkpoint written to {ckpt}")
-            _say(f"resume with: {shlex.join(command)}")
-            return 128 + stop.signum
-        result = rec.result()
-        io.write_result(out, result, ds, config=effective, overwrite=args.force)
-        if every or resuming_here:             # the checkpoint follows the result (--resume --epochs extends it)
-            save_checkpoint()
+        outcome = run.execute(progress)
+    finally:
+        progress.close()
+    rec = outcome.reconstruction
+    if outcome.result is None:                 # stopped by a signal: checkpoint written, say how to resume
+        name = signal.Signals(outcome.stopped_by).name
+        _say(f"{name}: stopped after epoch {rec.epoch} of {run.config.epochs}; checkpoint written to "
+             f"{outcome.checkpoint}")
+        _say(f"resume with: {outcome.resume_command(args.force)}")
+        return 128 + outcome.stopped_by
+    result = outcome.result
     last = result.history[-1]["loss"] if result.history else float("nan")
     stopped = [e.get("reason") for e in result.events if e.get("event") == "stopped"]
-    print(f"cuptycho: {len(result.history)} epochs ({rec.epoch - start} now) in {time.perf_counter() - t0:.1f} s on "
-          f"{rec.device}, final loss {last:.6g}" + (f", stopped early: {stopped[-1]}" if stopped else "")
-          + f"; wrote {out}")
-    if stop.signum is not None:
-        _say(f"{signal.Signals(stop.signum).name} came after the last epoch: the result is complete")
+    print(f"cuptycho: {len(result.history)} epochs ({rec.epoch - outcome.start_epoch} now) in {outcome.seconds:.1f} s "
+          f"on {rec.device}, final loss {last:.6g}" + (f", stopped early: {stopped[-1]}" if stopped else "")
+          + f"; wrote {outcome.output}")
+    if outcome.stopped_by is not None:
+        _say(f"{signal.Signals(outcome.stopped_by).name} came after the last epoch: the result is complete")
     return 0
 
 
@@ -466,12 +279,12 @@ def _non_negative(text):
 
 
 def parser() -> argparse.ArgumentParser:
-    from .engine import ENGINES
+    from .settings import BACKENDS, ENGINES
     from .simulate import PRESETS
 
     top = argparse.ArgumentParser(prog="cuptycho", description="Ptychographic reconstruction engine.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    backends = ["auto", "cpu", "cuda", "numpy"]
+    backends = list(BACKENDS)
 
     p = sub.add_parser("simulate", help="write a simulated measurement as CXI (a preset, or [simulate] in a TOML)",
                        description="Simulate a ptychography experiment and write it as a CXI file (patterns, "
@@ -497,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, help="overrides the config's engine (gradient, or a classical PIE "
                                                      "engine: epie, rpie, mpie)")
     p.add_argument("--epochs", type=_non_negative, help="overrides the config's epochs (resuming: extends the run)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set any configuration key over the config file, e.g. --set probe.lr=0.05 --set batch=8 "
+                        "(KEY as in the TOML file, table.key; VALUE a TOML value); repeatable")
     p.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint (its configuration is used)")
     p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",
                    help="write OUT's .ckpt.npz every N epochs (default: [output] checkpoint_every, else 0: only "

@@ -1,7 +1,12 @@
 """The gradient reconstruction engine: object, probe modes, object modes, positions and z refined
-jointly by minibatch Adam on the hand-derived gradients of `model.evaluate`.
+jointly by minibatch Adam on the hand-derived gradients of the model (`ops.evaluate`).
 
     result = cuptycho.reconstruct(dataset, Config(epochs=100, probe=Group(lr=1e-2)))
+
+`Reconstruction` is also the loop every engine shares: an epoch draws minibatches and calls
+`step` on each, then `after_step`, and `end_epoch` once; divergence recovery, constraints,
+metrics, the history and checkpoints are the same for every engine. An engine subclasses it and
+overrides those hooks (`cuptycho.pie`); `cuptycho.engines` maps engine names to classes.
 
 Backend-agnostic: the same loop runs on NumPy (reference), CPU-kernel and CuPy arrays; the state
 lives on the device for the whole run and only scalars come back per batch.
@@ -12,182 +17,15 @@ import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from . import backend as backends
-from . import constraints, initial, metrics, model, reference, regularisers, schedules
-from .launchers import adam as adam_kernel
-from .optim import adam_reference
-from . import validation
-from .validation import choice, to_host
-
-
-# --------------------------------------------------------------------------- configuration
-
-@dataclass
-class Group:
-    """Optimiser settings of one parameter group.
-
-    lr is a step size per Adam update: in transmission units for the object (|O| ~ 1), in pixels
-    for positions, and relative for the probe (in units of the initial probe's RMS amplitude, which
-    scales with the photon count) and for z (a step of lr changes z by about lr * z0).
-    """
-    enabled: bool = True
-    start_epoch: int = 0
-    lr: float = 1e-2
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    schedule: object = "constant"
-
-
-def _group(**kw):
-    return field(default_factory=lambda: Group(**kw))
-
-
-@dataclass
-class Config:
-    """Everything `reconstruct` does, with defaults that suit a far-field dataset.
-
-    engine : "gradient" (minibatch Adam on the hand-derived gradients, this module) or one of the
-        classical engines "epie", "rpie", "mpie" (`cuptycho.pie`: the PIE updates on the same
-        kernels; object, probe and position refinement, not z or regularisers).
-    pie : settings of the PIE engines (`cuptycho.pie.KEYS`), e.g. {"alpha": 0.1, "beta": 1.0}; an
-        absent key takes the engine's default (`cuptycho.pie.DEFAULTS`).
-    batch : "full", an int, or {"start": b0, "factor": f, "every": n, "max": bmax}: a growing
-        minibatch size b0 * f**(epoch // n) capped at bmax (DAP: small batches first). None: the
-        engine's default, "full" for the gradient engine and 1 (sequential) for the PIE engines,
-        whose batch > 1 is the parallel variant.
-    loss : a name, or [(epoch, name), ...] switching loss at those epochs; at a switch the new loss
-        is scaled so the object gradient's norm is continuous (`Result.events` records the factor).
-    position_l1 : weight of an L1 penalty on the position corrections (pixels).
-    max_position_correction : largest |correction| per axis in pixels (None: only the object's
-        edges limit it: corrected patches always stay on the object).
-    init_probe : "dataset" (Dataset.probe), "data" (from the mean pattern, DAP) or
-        {"aperture": radius_px}; n_probe_modes adds small orthogonal modes (None: as given).
-    tv : {"ratio": r, "p": 2, "q": 1, "eps": 1e-6, "start_epoch": 0} adaptive TV on the object, its
-        weight reset every epoch to r times the data loss over the unweighted TV (a fixed ratio to
-        the data); start_epoch delays it until the object has structure (the TV of a flat start
-        is tiny, which makes the first weights large).
-    amplitude_range : {"low": a, "high": b, "weight": w} penalty on |object| outside [a, b].
-    probe_power : {"weight": w, "target": P} penalty on the probe's total power (target by default
-        the mean total counts per pattern: a unit object transmits all of the probe).
-    constraints : per-epoch projections, each optional: "orthogonalize_probe", "recentre_probe",
-        "zero_probe_phase", "renormalise" (bools), "phase_range" / "amplitude_range" ((low, high)).
-    early_stop : {"patience": n, "min_delta": rel} stops when the epoch loss has not improved by
-        a relative min_delta for n epochs; None never stops early.
-    progress : called after every epoch with the epoch's record (a dict); returning True stops.
-    profile : synchronise at stage boundaries so Result.timings attributes time exactly.
-    metrics_every : with a known truth, compare with it every this many epochs (and at the first
-        and the last): registration against the truth costs more than a small epoch.
-    """
-    epochs: int = 100
-    engine: str = "gradient"
-    pie: dict | None = None
-    batch: object = None
-    loss: object = "gaussian"
-    object: Group = _group(lr=1e-2)
-    object_modes: Group = _group(lr=1e-2)
-    probe: Group = _group(enabled=False, lr=1e-2)
-    positions: Group = _group(enabled=False, lr=5e-2)      # PIE engines: one Adam step per position per epoch
-    z: Group = _group(enabled=False, lr=1e-3)
-    position_l1: float = 0.0
-    max_position_correction: float | None = None
-    n_object_modes: int = 1
-    n_probe_modes: int | None = None
-    init_probe: object = "dataset"
-    fit_probe_scale: bool = True
-    tv: dict | None = None
-    amplitude_range: dict | None = None
-    probe_power: dict | None = None
-    constraints: dict = field(default_factory=dict)
-    early_stop: dict | None = None
-    max_divergences: int = 5
-    seed: int = 0
-    backend: str = "auto"
-    dtype: str = "complex64"
-    profile: bool = False
-    metrics_every: int = 10
-    progress: Callable | None = None
-
-    def check(self):
-        """ValueError naming the first invalid setting."""
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
-        for name in ("object", "object_modes", "probe", "positions", "z"):
-            g = getattr(self, name)
-            if not isinstance(g, Group):
-                raise ValueError(f"{name} must be a Group, got {type(g).__name__}")
-            if not (g.lr > 0 and math.isfinite(g.lr)):
-                raise ValueError(f"{name}.lr must be positive, got {g.lr!r}")
-            if not (0 <= g.betas[0] < 1 and 0 <= g.betas[1] < 1):
-                raise ValueError(f"{name}.betas must lie in [0, 1), got {g.betas!r}")
-            schedules.from_spec(g.schedule)
-        for _, name in _loss_plan(self.loss):
-            choice("loss", name, reference.LOSSES)
-        choice("dtype", self.dtype, ("complex64", "complex128"))
-        choice("engine", self.engine, ENGINES)
-        if self.batch is not None:
-            _batch_sizes(self.batch, 1, 1)
-        if self.n_object_modes < 1:
-            raise ValueError(f"n_object_modes must be >= 1, got {self.n_object_modes}")
-        unknown = set(self.constraints) - set(CONSTRAINTS)
-        if unknown:
-            raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINTS)}")
-        options = {"tv": {"ratio", "start_epoch", "p", "q", "eps", "reduction", "mask"},
-                   "amplitude_range": {"low", "high", "weight"},
-                   "probe_power": {"weight", "target"}, "early_stop": {"patience", "min_delta"}}
-        for name, known in options.items():
-            table = getattr(self, name)
-            if table is None:
-                continue
-            if not isinstance(table, dict) or set(table) - known:
-                raise ValueError(f"{name} takes the keys {sorted(known)}, got {table!r}")
-        if self.tv:
-            regularisers.AdaptiveTV(**{k: v for k, v in self.tv.items() if k not in ("ratio", "start_epoch")})
-        if self.amplitude_range:
-            regularisers.AmplitudeRange(**self.amplitude_range)
-        if self.engine != "gradient":
-            from . import pie
-            pie.check_config(self)
-        elif self.pie:
-            raise ValueError(f"pie settings {sorted(self.pie)} apply to the PIE engines, but engine is 'gradient'")
-
-
-ENGINES = ("gradient", "epie", "rpie", "mpie")
-
-
-CONSTRAINTS = ("orthogonalize_probe", "recentre_probe", "zero_probe_phase", "renormalise", "phase_range",
-               "amplitude_range")
-
-
-def _loss_plan(spec):
-    """[(start_epoch, loss name), ...] sorted, from a name or a list of pairs."""
-    if isinstance(spec, str):
-        return [(0, spec)]
-    plan = sorted((int(e), str(n)) for e, n in spec)
-    if not plan or plan[0][0] != 0:
-        raise ValueError(f"loss schedule must start at epoch 0, got {spec!r}")
-    return plan
-
-
-def _batch_sizes(spec, epoch, n_patterns):
-    """The minibatch size for `epoch`."""
-    if spec == "full":
-        return n_patterns
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        if spec < 1:
-            raise ValueError(f"batch must be >= 1, got {spec}")
-        return min(int(spec), n_patterns)
-    if isinstance(spec, dict):
-        unknown = set(spec) - {"start", "factor", "every", "max"}
-        if unknown or "start" not in spec:
-            raise ValueError(f"batch schedule needs 'start' and takes 'factor', 'every', 'max'; got {sorted(spec)}")
-        size = spec["start"] * spec.get("factor", 2) ** (epoch // max(1, spec.get("every", 1)))
-        return int(min(size, spec.get("max") or n_patterns, n_patterns))
-    raise ValueError(f"batch must be 'full', an integer or a growth schedule dict, got {spec!r}")
+from . import constraints, initial, metrics, ops, reference, regularisers, schedules, validation
+from .backend import to_host
+from .result import Result
+from .settings import (AmplitudeRange, Config, Constraints, EarlyStop, Group, ProbePower, TV, batch_size,
+                       loss_plan, table)
 
 
 # --------------------------------------------------------------------------- optimiser state
@@ -197,7 +35,7 @@ class _Adam:
 
     def __init__(self, param, group: Group, device, unit=1.0):
         self.group, self.device, self.unit = group, device, unit
-        self.m, self.v = adam_kernel.adam_state(param)
+        self.m, self.v = ops.adam_state(param)
         self.step_count = 0
         self.schedule = schedules.from_spec(group.schedule)
         self.lr_scale = 1.0                    # halved after each divergence
@@ -212,62 +50,44 @@ class _Adam:
         The step count is global (SparseAdam semantics): bias correction fades after a few batches.
         """
         self.step_count += 1
-        new, m, v = adam_reference(param[idx], grad, self.m[idx], self.v[idx], step=self.step_count, lr=self.lr,
-                                   betas=self.group.betas, eps=self.group.eps)
-        param[idx], self.m[idx], self.v[idx] = new, m, v
+        rows, m, v = param[idx], self.m[idx], self.v[idx]
+        ops.adam_step("numpy", rows, grad, m, v, step=self.step_count, lr=self.lr, betas=self.group.betas,
+                      eps=self.group.eps)
+        param[idx], self.m[idx], self.v[idx] = rows, m, v
 
     def update(self, param, grad):
         """One Adam step of `param` in place (rows of a larger array: pass contiguous copies)."""
         self.step_count += 1
-        kw = dict(step=self.step_count, lr=self.lr, betas=self.group.betas, eps=self.group.eps)
-        if self.device == "numpy":
-            new, self.m, self.v = adam_reference(param, grad, self.m, self.v, **kw)
-            param[...] = new
-        else:
-            adam_kernel.adam_step(param, grad, self.m, self.v, **kw)
-
-
-# --------------------------------------------------------------------------- result
-
-@dataclass
-class Result:
-    """What a reconstruction produced, and how it got there."""
-    object: np.ndarray
-    probe: np.ndarray
-    positions: np.ndarray
-    z: float | None
-    history: list
-    events: list
-    timings: dict
-    config: dict
-    device: str
-
-    @property
-    def loss(self):
-        return np.array([h["loss"] for h in self.history])
+        ops.adam_step(self.device, param, grad, self.m, self.v, step=self.step_count, lr=self.lr,
+                      betas=self.group.betas, eps=self.group.eps)
 
 
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction:
-    """The state of one run: parameters and optimisers on the device, the dataset, the history.
-
-    `Reconstruction(dataset, config)` builds the engine `config.engine` names: this class for the
-    gradient engine, `cuptycho.pie.PIEReconstruction` (a subclass) for the PIE engines.
+    """The state of one run of the gradient engine: parameters and optimisers on the device, the
+    dataset, the history. (`cuptycho.engines.create(dataset, config)` builds the engine
+    `config.engine` names.)
     """
 
+    ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
     SNAPSHOT = ("obj", "probe", "correction", "z_rel", "opt", "loss_scale")
 
-    def __new__(cls, dataset=None, config=None):
-        if cls is Reconstruction and isinstance(config, Config) and config.engine != "gradient":
-            from .pie import PIEReconstruction
-            cls = PIEReconstruction
-        return super().__new__(cls)
+    @classmethod
+    def check_config(cls, config: Config):
+        """ValueError for options this engine cannot honour (after `Config.check`)."""
+        if config.engine not in cls.ENGINES:
+            raise ValueError(f"{cls.__name__} runs the engine(s) {cls.ENGINES}, not {config.engine!r}: build it with "
+                             "cuptycho.engines.create(dataset, config)")
 
     def __init__(self, dataset, config: Config):
         config.check()
+        self.check_config(config)
         self.ds, self.cfg = dataset, config
+        self.tv = table(TV, config.tv)
+        self.early_stop = table(EarlyStop, config.early_stop)
+        self.constraints = table(Constraints, config.constraints)
         self.device = backends.resolve(config.backend)
         self.xp = np if self.device in ("numpy", "cpu") else backends.cupy_module()
         self.dtype = np.dtype(config.dtype)
@@ -284,7 +104,11 @@ class Reconstruction:
         self.probe = dev(self._initial_probe())
         self.z0 = dataset.z
         self.z_rel = np.ones(1)                                                        # z = z0 * z_rel
-        self.loss_plan = _loss_plan(config.loss)
+        # the propagator in the model's form (pixel size and padding as pairs), checked once
+        self.propagation = {"propagator": dataset.propagator, **validation.propagation(
+            dataset.propagator, dataset.z if dataset.propagator != "farfield" else None, dataset.wavelength,
+            dataset.pixel_size, dataset.padding)}
+        self.loss_plan = loss_plan(config.loss)
         self.loss_scale = 1.0
         self.history, self.events, self.timings = [], [], {}
         self.epoch, self.finished, self.stop_requested = 0, False, False
@@ -325,20 +149,25 @@ class Reconstruction:
 
     def _fit_probe_scale(self):
         """Scale the probe so the first predicted intensities match the data (least squares)."""
-        self.probe = initial.fit_probe_scale(self.obj, self.probe, self.positions(), self.data, self.mask,
-                                             backend=self.device, **self.ds.forward_kwargs())
+        positions = backends.to_device(self.device, self.positions())
+        intensity = ops.forward(self.device, self.obj, self.probe, positions, **self.model_kwargs())
+        self.probe = initial.scaled_to_data(self.probe, intensity, self.data, self.mask)
 
     def _regularisers(self):
-        cfg, regs = self.cfg, {}
-        if cfg.tv:
-            opts = {k: v for k, v in cfg.tv.items() if k not in ("ratio", "start_epoch")}
-            regs["tv"] = (regularisers.AdaptiveTV(**opts), "object")
-        if cfg.amplitude_range:
-            regs["amplitude_range"] = (regularisers.AmplitudeRange(**cfg.amplitude_range), "object")
-        if cfg.probe_power:
-            opts = dict(cfg.probe_power)
-            opts.setdefault("target", float(np.mean(np.sum(self.ds.data, axis=(1, 2), dtype=np.float64))))
-            regs["probe_power"] = (regularisers.ProbePower(**opts), "probe")
+        regs, tv = {}, self.tv
+        if tv is not None:
+            regs["tv"] = (regularisers.AdaptiveTV(p=tv.p, q=tv.q, eps=tv.eps, mask=tv.mask, reduction=tv.reduction),
+                          "object")
+        amplitude = table(AmplitudeRange, self.cfg.amplitude_range)
+        if amplitude is not None:
+            regs["amplitude_range"] = (regularisers.AmplitudeRange(amplitude.low, amplitude.high, amplitude.weight),
+                                       "object")
+        power = table(ProbePower, self.cfg.probe_power)
+        if power is not None:
+            target = power.target
+            if target is None:                   # a unit object transmits all of the probe: the mean counts
+                target = float(np.mean(np.sum(self.ds.data, axis=(1, 2), dtype=np.float64)))
+            regs["probe_power"] = (regularisers.ProbePower(target, power.weight), "probe")
         return regs
 
     # ---- parameters
@@ -359,12 +188,11 @@ class Reconstruction:
     def z(self):
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
 
-    def _model_kwargs(self):
-        """Propagator and geometry in the model's form (pixel size and padding as pairs), current z."""
-        ds = self.ds
-        return {"propagator": ds.propagator,
-                **validation.propagation(ds.propagator, self.z() if ds.propagator != "farfield" else None,
-                                         ds.wavelength, ds.pixel_size, ds.padding)}
+    def model_kwargs(self):
+        """Propagator and geometry in the model's form, at the current z."""
+        if self.propagation["propagator"] == "farfield":
+            return self.propagation
+        return {**self.propagation, "z": self.z()}
 
     def _active(self, name, epoch):
         g = getattr(self.cfg, name)
@@ -386,23 +214,23 @@ class Reconstruction:
             didx = idx if self.xp is np else self.xp.asarray(idx)
         return self.data[didx], (self.mask if self.mask.ndim == 2 else self.mask[didx])
 
-    def evaluate(self, idx, loss, profile=None, wanted=model.GRADIENTS):
+    def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
         pos = backends.to_device(self.device, self.batch_positions(idx))
         data, mask = self.batch_data(idx)
-        return model.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
-                              profile=profile, wanted=wanted, **self._model_kwargs())
+        return ops.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
+                            profile=profile, wanted=wanted, **self.model_kwargs())
 
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
         wanted = {"object", "probe"} | {g for g in ("positions", "z") if self._active(g, epoch)}
         value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
-        with model.stage(profile, "optimiser", self.device):
+        with ops.stage(profile, "optimiser", self.device):
             return self._update(idx, epoch, value, grads)
 
     def _update(self, idx, epoch, value, grads):
         scale = self.loss_scale
         for name, (reg, target) in self.regs.items():
-            if name == "tv" and epoch < self.cfg.tv.get("start_epoch", 0):
+            if name == "tv" and epoch < self.tv.start_epoch:
                 continue
             r_value, r_grad = reg.value_and_grad(self.obj if target == "object" else self.probe)
             value += r_value / scale                   # reported in the (scaled) data loss's units
@@ -455,17 +283,28 @@ class Reconstruction:
                             "scale": self.loss_scale})
 
     def run_epoch(self, epoch):
+        """One pass over the patterns in a random order, in minibatches: `step` on each batch, then
+        `after_step`; `end_epoch` once. Returns (mean loss, batch size, stage timings or None)."""
         profile = {} if self.cfg.profile else None
         n = self.ds.n_patterns
-        size = _batch_sizes(self.batch_spec(), epoch, n)
+        size = batch_size(self.batch_spec(), epoch, n)
         order = self.rng.permutation(n)
         total = 0.0
         for start in range(0, n, size):
             idx = np.sort(order[start:start + size])
             total += self.step(idx, epoch, profile) * len(idx)
+            self.after_step(epoch, profile)
+        self.end_epoch(epoch, profile)
         return total / n, size, profile
 
+    def after_step(self, epoch, profile):
+        """Hook: called after every minibatch step (the gradient engine does nothing here)."""
+
+    def end_epoch(self, epoch, profile):
+        """Hook: called once after an epoch's last step, before the epoch is recorded."""
+
     def batch_spec(self):
+        """The batch option in force: Config.batch, or this engine's default (the full batch)."""
         return "full" if self.cfg.batch is None else self.cfg.batch
 
     def halve_steps(self):
@@ -547,12 +386,12 @@ class Reconstruction:
             self.epoch += 1
             if cfg.progress is not None and cfg.progress(rec):
                 self._finish(epoch, "progress callback")
-            elif cfg.early_stop:
-                if loss < self.best * (1 - cfg.early_stop.get("min_delta", 1e-4)):
+            elif self.early_stop is not None:
+                if loss < self.best * (1 - self.early_stop.min_delta):
                     self.best, self.stale = loss, 0
                 else:
                     self.stale += 1
-                    if self.stale >= cfg.early_stop.get("patience", 10):
+                    if self.stale >= self.early_stop.patience:
                         self._finish(epoch, "loss plateau")
             if self.stop_requested:
                 self.stop_requested = False
@@ -633,27 +472,27 @@ class Reconstruction:
         tv = self.regs["tv"][0]
         raw = tv.value(self.obj, weighted=False)
         if raw > 0 and math.isfinite(data_loss):
-            tv.weight = self.cfg.tv.get("ratio", 0.1) * self.loss_scale * data_loss / raw
+            tv.weight = self.tv.ratio * self.loss_scale * data_loss / raw
 
     def apply_constraints(self):
         """The per-epoch projections chosen in Config.constraints, in a fixed order."""
-        c = self.cfg.constraints
-        if c.get("orthogonalize_probe"):
+        c = self.constraints
+        if c.orthogonalize_probe:
             self.probe[...] = constraints.orthogonalize_modes(self.probe)
-        if c.get("recentre_probe"):
+        if c.recentre_probe:
             probe, obj, _ = constraints.recentre_probe(self.probe, self.obj)
             self.probe[...], self.obj[...] = probe, obj
-        if c.get("zero_probe_phase"):
+        if c.zero_probe_phase:
             probe, obj = constraints.zero_probe_phase(self.probe, self.obj)
             self.probe[...], self.obj[...] = probe, obj
-        if c.get("renormalise"):
+        if c.renormalise:
             obj, probe, _ = constraints.renormalise(self.obj, self.probe,
                                                     backends.to_device(self.device, self.illuminated()))
             self.obj[...], self.probe[...] = obj, probe
-        if c.get("phase_range"):
-            self.obj[...] = constraints.clamp_phase(self.obj, *c["phase_range"])
-        if c.get("amplitude_range"):
-            self.obj[...] = constraints.clamp_amplitude(self.obj, *c["amplitude_range"])
+        if c.phase_range:
+            self.obj[...] = constraints.clamp_phase(self.obj, *c.phase_range)
+        if c.amplitude_range:
+            self.obj[...] = constraints.clamp_amplitude(self.obj, *c.amplitude_range)
 
     def _finite(self):
         xp = self.xp
@@ -670,7 +509,3 @@ def _config_dict(cfg):
     d["progress"] = None if cfg.progress is None else getattr(cfg.progress, "__name__", "callback")
     return d
 
-
-def reconstruct(dataset, config: Config | None = None) -> Result:
-    """Reconstruct `dataset` (a `cuptycho.Dataset`) with `config` (defaults: `Config()`)."""
-    return Reconstruction(dataset, config or Config()).run()

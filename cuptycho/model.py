@@ -206,18 +206,3 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     if dz_rows is not None:
         grads["z"] = float(dz_rows.sum())
     return float(loss_rows.sum()) / n_pos, grads
-
-
-def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS):
-    """`loss_and_grad` on any device: the kernels for 'cpu'/'cuda', the NumPy reference for 'numpy'
-    (which computes every gradient and returns the `wanted` ones)."""
-    if device == "numpy":
-        prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
-                                         pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
-        with stage(profile, "reference", device):
-            value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
-        return value, {k: v for k, v in grads.items() if k in wanted}
-    return loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
-                         wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
-                         wanted=wanted)

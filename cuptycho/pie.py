@@ -11,7 +11,7 @@ keep the model's value; I and d carry the loss's EPS). Its adjoints are the PIE 
     grads["object"] = -(2/J) sum_j S_j^H sum_k conj(P_k) dpsi_jk,   dpsi = psi' - psi
     grads["probe"]  = -(2/J) sum_j sum_m conj(O_jm) dpsi_jmk
 
-so one engine step is one `model.evaluate` (the kernels, propagators and masks of the gradient
+so one engine step is one `ops.evaluate` (the kernels, propagators and masks of the gradient
 engine) followed by two `pie_update` kernels:
 
     O += object_step sum_j S_j^H[sum_k conj(P_k) dpsi_jk] / ((1 - alpha) W_O + alpha max W_O),
@@ -45,103 +45,17 @@ steps' mean over the registered positions (a global drift the data cannot see) i
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from . import backend as backends
-from . import model, reference, registration
-from .engine import Reconstruction, _batch_sizes, _loss_plan
-from .launchers import pie as pie_kernel
-from .launchers import sampling
-from .validation import to_host
+from . import ops, registration
+from .backend import to_host
+from .engine import Reconstruction
+from .settings import PIE_ENGINES, loss_plan, pie_settings
 
-KEYS = ("alpha", "beta", "object_step", "probe_step", "friction", "feedback", "momentum_every", "position_upsample",
-        "position_amplify", "position_max_step")
-_POSITION = {"position_upsample": 20.0, "position_amplify": 0.8, "position_max_step": 1.0}
-DEFAULTS = {
-    # ePIE's denominators are the maxima: alpha = beta = 1 (not settable)
-    "epie": {"alpha": 1.0, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, **_POSITION},
-    "rpie": {"alpha": 0.25, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, **_POSITION},
-    "mpie": {"alpha": 0.25, "beta": 1.0, "object_step": 1.0, "probe_step": 1.0, "friction": 0.7, "feedback": 0.3,
-             "momentum_every": 20, **_POSITION},
-}
-ENGINES = tuple(DEFAULTS)
 REGISTER_EVERY = 64          # positions whose before/after patches are registered in one batched call
 REL_FLOOR = 1e-8             # denominators never fall below this fraction of their maximum
-
-
-def settings(engine, table=None) -> dict:
-    """The engine's settings: DEFAULTS[engine] updated by `table`; ValueError naming a bad key."""
-    if engine not in DEFAULTS:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    table = dict(table or {})
-    unknown = set(table) - set(KEYS)
-    if unknown:
-        raise ValueError(f"unknown pie setting(s) {sorted(unknown)}; known: {list(KEYS)}")
-    if engine == "epie" and {"alpha", "beta"} & set(table):
-        raise ValueError("pie.alpha and pie.beta are rPIE/mPIE settings: ePIE divides by the maxima (alpha = beta "
-                         "= 1); use engine = 'rpie' to set them")
-    momentum = {"friction", "feedback", "momentum_every"} & set(table)
-    if engine != "mpie" and momentum:
-        raise ValueError(f"pie.{sorted(momentum)[0]} is an mPIE setting; engine is {engine!r}")
-    out = {**DEFAULTS[engine], **table}
-    for key, value in out.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"pie.{key} must be a finite number, got {value!r}")
-    for key in ("alpha", "beta", "friction", "feedback"):
-        if key in out and not 0 <= out[key] <= 1:
-            raise ValueError(f"pie.{key} must lie in [0, 1], got {out[key]!r}")
-    for key in ("object_step", "probe_step", "position_amplify", "position_max_step"):
-        if not out[key] > 0:
-            raise ValueError(f"pie.{key} must be positive, got {out[key]!r}")
-    if out["position_upsample"] < 1:
-        raise ValueError(f"pie.position_upsample must be >= 1, got {out['position_upsample']!r}")
-    if "momentum_every" in out:
-        if out["momentum_every"] != int(out["momentum_every"]) or out["momentum_every"] < 1:
-            raise ValueError(f"pie.momentum_every must be an integer >= 1, got {out['momentum_every']!r}")
-        out["momentum_every"] = int(out["momentum_every"])
-    return out
-
-
-def check_config(cfg):
-    """ValueError for settings a PIE engine cannot honour (called by `Config.check`)."""
-    settings(cfg.engine, cfg.pie)
-    losses = {name for _, name in _loss_plan(cfg.loss)}
-    if losses != {"gaussian"}:
-        raise ValueError(f"the {cfg.engine} engine's Fourier-magnitude update is the gaussian loss's: loss must be "
-                         f"'gaussian', got {cfg.loss!r} (other likelihoods need engine = 'gradient')")
-    if cfg.z.enabled:
-        raise ValueError(f"z refinement needs engine = 'gradient' (the {cfg.engine} engine refines the object, the "
-                         "probe and the positions): set z.enabled = false")
-    for name in ("tv", "amplitude_range", "probe_power"):
-        if getattr(cfg, name):
-            raise ValueError(f"the {name} regulariser needs engine = 'gradient'; the {cfg.engine} engine has no "
-                             "penalty terms (constraints apply to every engine)")
-
-
-class _Ops:
-    """The three operations a PIE step adds to the model, on the kernels or (device 'numpy') the reference."""
-
-    def __init__(self, device):
-        self.kernels = device != "numpy"
-
-    def patches(self, obj, positions, shape):
-        if self.kernels:
-            return sampling.patch_fwd(obj, positions, shape)
-        return reference.patch_fwd(obj, positions, shape)
-
-    def scatter(self, patches, positions, obj_shape):
-        if self.kernels:
-            return sampling.patch_adj(patches, positions, obj_shape)
-        return reference.patch_adj(patches, positions, obj_shape)
-
-    def update(self, param, grad, weight, weight_max, step, alpha):
-        """param += step grad / max((1 - alpha) weight + alpha max, REL_FLOOR max), in place."""
-        if self.kernels:
-            pie_kernel.pie_update(param, grad, weight, weight_max, step=step, alpha=alpha, rel_floor=REL_FLOOR)
-        else:
-            param[...] = reference.pie_update(param, grad, weight, weight_max, step, alpha, REL_FLOOR)
 
 
 def _power(a, axes):
@@ -164,12 +78,28 @@ class PIEReconstruction(Reconstruction):
     """A run of one of the PIE engines (`Config.engine`): the gradient engine's state, loop, metrics,
     constraints, divergence recovery and checkpoints, with PIE steps instead of Adam steps."""
 
+    ENGINES = PIE_ENGINES
     SNAPSHOT = Reconstruction.SNAPSHOT + ("momentum", "since_momentum")
+
+    @classmethod
+    def check_config(cls, config):
+        """ValueError for settings a PIE engine cannot honour."""
+        super().check_config(config)
+        losses = {name for _, name in loss_plan(config.loss)}
+        if losses != {"gaussian"}:
+            raise ValueError(f"the {config.engine} engine's Fourier-magnitude update is the gaussian loss's: loss must "
+                             f"be 'gaussian', got {config.loss!r} (other likelihoods need engine = 'gradient')")
+        if config.z.enabled:
+            raise ValueError(f"z refinement needs engine = 'gradient' (the {config.engine} engine refines the object, "
+                             "the probe and the positions): set z.enabled = false")
+        for name in ("tv", "amplitude_range", "probe_power"):
+            if getattr(config, name):
+                raise ValueError(f"the {name} regulariser needs engine = 'gradient'; the {config.engine} engine has "
+                                 "no penalty terms (constraints apply to every engine)")
 
     def __init__(self, dataset, config):
         super().__init__(dataset, config)
-        self.settings = settings(config.engine, config.pie)
-        self.ops = _Ops(self.device)
+        self.settings = pie_settings(config.engine, config.pie)
         self.step_scale = 1.0                   # halved after each divergence
         self.since_momentum = 0
         self.momentum = None
@@ -190,39 +120,32 @@ class PIEReconstruction(Reconstruction):
         self.step_scale *= 0.5
         return self.step_scale
 
-    # ---- one epoch
-    def run_epoch(self, epoch):
-        profile = {} if self.cfg.profile else None
-        n = self.ds.n_patterns
-        size = _batch_sizes(self.batch_spec(), epoch, n)
-        order = self.rng.permutation(n)          # sequential: a random order of positions per epoch
-        refine = self._active("positions", epoch)
-        total = 0.0
-        for start in range(0, n, size):
-            idx = np.sort(order[start:start + size])
-            total += self.step(idx, epoch, profile, refine) * len(idx)
-            if refine and sum(len(p[0]) for p in self.pending) >= REGISTER_EVERY:
-                self.refine_positions(profile)
-        if refine:
+    # ---- one epoch (sequential: a random order of positions per epoch, the shared loop's order)
+    def after_step(self, epoch, profile):
+        if sum(len(p[0]) for p in self.pending) >= REGISTER_EVERY:
             self.refine_positions(profile)
-        return total / n, size, profile
 
-    def step(self, idx, epoch, profile=None, refine=False):
-        """One PIE update from the patterns `idx`; returns their mean gaussian loss before it."""
-        xp, ops = self.xp, self.ops
+    def end_epoch(self, epoch, profile):
+        self.refine_positions(profile)
+
+    def step(self, idx, epoch, profile=None):
+        """One PIE update from the patterns `idx`; returns their mean gaussian loss before it. With
+        position refinement active, the patches before and after it wait for registration."""
+        xp, device = self.xp, self.device
+        refine = self._active("positions", epoch)
         pos = self.batch_positions(idx)
         y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
         obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
         local = backends.to_device(self.device, np.ascontiguousarray(pos - np.array([y0, x0], np.float64)))
         data, mask = self.batch_data(idx)
-        value, grads = model.evaluate(self.device, obj, self.probe, local, data, mask, loss="gaussian",
-                                      profile=profile, wanted=frozenset({"object", "probe"}), **self._model_kwargs())
+        value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
+                                    wanted=frozenset({"object", "probe"}), **self.model_kwargs())
         s = self.settings
         gain = -0.5 * len(idx) * self.step_scale            # dpsi = -(J/2) G_psi
         shape = self.probe.shape[-2:]
-        with model.stage(profile, "pie_update", self.device):
+        with ops.stage(profile, "pie_update", device):
             update_probe = self._active("probe", epoch)
-            before = ops.patches(obj, local, shape) if (update_probe or refine) else None
+            before = ops.patch_fwd(device, obj, local, shape) if (update_probe or refine) else None
             if update_probe:
                 w_probe = _power(before, (0, 1))
                 w_probe_max = w_probe.max().reshape(1)
@@ -230,15 +153,18 @@ class PIEReconstruction(Reconstruction):
                      if self._active(name, epoch)]
             if modes:
                 lit = xp.broadcast_to(_power(self.probe, 0).astype(self.dtype), (len(idx), 1, *shape))
-                w_obj = xp.ascontiguousarray(ops.scatter(xp.ascontiguousarray(lit), local, (1, *obj.shape[1:])).real[0])
+                w_obj = ops.patch_adj(device, xp.ascontiguousarray(lit), local, (1, *obj.shape[1:])).real[0]
+                w_obj = xp.ascontiguousarray(w_obj)
                 w_obj_max = w_obj.max().reshape(1)
                 for m in modes:
-                    ops.update(obj[m], grads["object"][m], w_obj, w_obj_max, gain * s["object_step"], s["alpha"])
+                    ops.pie_update(device, obj[m], grads["object"][m], w_obj, w_obj_max, step=gain * s.object_step,
+                                   alpha=s.alpha, rel_floor=REL_FLOOR)
                 self.obj[:, y0:y1, x0:x1] = obj
             if update_probe:
-                ops.update(self.probe, grads["probe"], w_probe, w_probe_max, gain * s["probe_step"], s["beta"])
+                ops.pie_update(device, self.probe, grads["probe"], w_probe, w_probe_max, step=gain * s.probe_step,
+                               alpha=s.beta, rel_floor=REL_FLOOR)
             if refine:
-                after = ops.patches(obj[:1], local, shape)
+                after = ops.patch_fwd(device, obj[:1], local, shape)
                 self.pending.append((idx, before[:, 0], after[:, 0]))
             self._momentum(len(idx), epoch)
         return value
@@ -248,10 +174,10 @@ class PIEReconstruction(Reconstruction):
         if self.momentum is None:
             return
         self.since_momentum += count
-        if self.since_momentum < self.settings["momentum_every"]:
+        if self.since_momentum < self.settings.momentum_every:
             return
         self.since_momentum = 0
-        friction, feedback = self.settings["friction"], self.settings["feedback"]
+        friction, feedback = self.settings.friction, self.settings.feedback
         for name, param in (("object", self.obj), ("probe", self.probe)):
             then, velocity = self.momentum[name]
             if self._active(name, epoch):
@@ -268,7 +194,7 @@ class PIEReconstruction(Reconstruction):
             return
         xp = self.xp
         rows = np.concatenate([p[0] for p in self.pending])
-        with model.stage(profile, "registration", self.device):
+        with ops.stage(profile, "registration", self.device):
             before = xp.concatenate([p[1] for p in self.pending])
             after = xp.concatenate([p[2] for p in self.pending])
             self.pending = []
@@ -279,16 +205,16 @@ class PIEReconstruction(Reconstruction):
             delta = after - before
             tiny = xp.finfo(before.real.dtype).tiny
             norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), tiny))
-            gain = (self.settings["position_amplify"] * norms).astype(before.real.dtype)[:, None, None]
+            gain = (self.settings.position_amplify * norms).astype(before.real.dtype)[:, None, None]
             shift = to_host(registration.register_shift(before, before + gain * delta,
-                                                        upsample=self.settings["position_upsample"]))
+                                                        upsample=self.settings.position_upsample))
         # `after` is `before` moved by `shift`: the data see the object's features displaced by
         # shift, i.e. the patch really sits at position - shift. Adam descends, so grad = +shift.
         old = self.correction[rows].copy()
         self._update_positions(rows, shift)
         step = self.correction[rows] - old
         step -= step.mean(axis=0)                # a common drift of all positions is invisible to the data
-        limit = self.settings["position_max_step"]
+        limit = self.settings.position_max_step
         self.correction[rows] = old + np.clip(step, -limit, limit)
         self._clip_positions()
 

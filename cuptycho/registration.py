@@ -113,6 +113,8 @@ def fourier_shift(image, shift):
     return out
 
 
+# Long for its docstring (39 lines: the method, the sign convention, the batched shapes); the body is
+# the two stages of one upsampled-DFT search, which share their device arrays.
 def register_shift(reference, moving, *, upsample=100, return_error=False):
     """Subpixel translation of `moving` relative to `reference` (batched, numpy or cupy).
 

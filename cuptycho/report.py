@@ -75,22 +75,8 @@ def _history(result, key):
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.float64)
 
 
-def figure(result, *, nominal=None, source=None):
-    """A matplotlib Figure (Agg canvas attached) with the six panels for `result` (a cuptycho.Result
-    or anything with object, probe, positions, history, events, timings, device)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    obj = np.asarray(result.object)
-    obj = obj[None] if obj.ndim == 2 else obj
-    probe = np.asarray(result.probe)
-    probe = probe[None] if probe.ndim == 2 else probe
-    positions = np.asarray(result.positions, dtype=np.float64)
-    fig = Figure(figsize=(15, 9.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots(2, 3)
-
-    # object: magnitude and phase of mode 0 over the scanned region
+def _object_panels(fig, magnitude_axes, phase_axes, obj, probe, positions):
+    """Object: magnitude and phase of mode 0 over the scanned region."""
     # shown: where the scan puts at least 1% of its peak power; colour limits and the global phase
     # from where it puts 10% (the poorly lit rim is noise)
     illumination = _illumination(positions, probe, obj.shape[-2:])
@@ -101,8 +87,8 @@ def figure(result, *, nominal=None, source=None):
         o = o * np.conj(total) / abs(total)                 # the global phase is arbitrary: remove it
     extent = (cols.start - 0.5, cols.stop - 0.5, rows.stop - 0.5, rows.start - 0.5)
     modes = f" (mode 0 of {obj.shape[0]})" if obj.shape[0] > 1 else ""
-    for a, image, title, cmap in ((ax[0, 0], np.abs(o), f"object magnitude{modes}", "gray"),
-                                  (ax[0, 1], np.angle(o), f"object phase (rad){modes}", "bone")):
+    for a, image, title, cmap in ((magnitude_axes, np.abs(o), f"object magnitude{modes}", "gray"),
+                                  (phase_axes, np.angle(o), f"object phase (rad){modes}", "bone")):
         # colour limits from the well-lit region: the scan's poorly lit rim is noise
         lo, hi = np.percentile(image[lit], [0.5, 99.5]) if lit.any() else (0, 1)
         im = a.imshow(image, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1e-12, extent=extent,
@@ -112,7 +98,9 @@ def figure(result, *, nominal=None, source=None):
         a.set_xlabel("x (object pixels)")
         a.set_ylabel("y (object pixels)")
 
-    # probe modes side by side, each scaled to its own maximum
+
+def _probe_panel(a, probe):
+    """Probe modes side by side, each scaled to its own maximum."""
     power = np.sum(np.abs(probe) ** 2, axis=(-2, -1))
     share = power / power.sum() if power.sum() > 0 else power
     shown = probe[:6]
@@ -120,7 +108,6 @@ def figure(result, *, nominal=None, source=None):
     tiles = []
     for k, p in enumerate(shown):
         tiles += [_complex_rgb(p)] + ([gap] if k < len(shown) - 1 else [])
-    a = ax[0, 2]
     a.imshow(np.concatenate(tiles, axis=1), interpolation="nearest")
     a.set_title(f"probe: {probe.shape[0]} mode(s), {probe.shape[-2]} x {probe.shape[-1]}" +
                 (" (first 6 shown)" if probe.shape[0] > 6 else "") + "\nbrightness = amplitude, hue = phase")
@@ -129,8 +116,9 @@ def figure(result, *, nominal=None, source=None):
     a.set_xticklabels([f"mode {k}\n{100 * share[k]:.1f}%" for k in range(len(shown))])
     a.set_yticks([])
 
-    # loss per epoch
-    a = ax[1, 0]
+
+def _loss_panel(a, result):
+    """Loss per epoch, with the loss switches, interruptions and divergences marked."""
     epochs, loss = _history(result, "loss")
     if loss.size:
         a.plot(epochs, loss, color="C0")
@@ -152,8 +140,9 @@ def figure(result, *, nominal=None, source=None):
     a.set_xlabel("epoch")
     a.grid(alpha=0.3)
 
-    # position corrections
-    a = ax[1, 1]
+
+def _positions_panel(fig, a, positions, nominal, probe):
+    """Position corrections as arrows from the nominal positions (or the positions alone)."""
     if nominal is not None and np.shape(nominal) == positions.shape:
         nominal = np.asarray(nominal, dtype=np.float64)
         corr = positions - nominal
@@ -180,8 +169,9 @@ def figure(result, *, nominal=None, source=None):
     a.set_xlabel("x (object pixels)")
     a.set_ylabel("y (object pixels)")
 
-    # z and RMS position correction per epoch
-    a = ax[1, 2]
+
+def _z_panel(a, result):
+    """z and the RMS position correction per epoch."""
     ez, z = _history(result, "z")
     er, rms_t = _history(result, "position_correction_rms")
     if z.size:
@@ -199,6 +189,26 @@ def figure(result, *, nominal=None, source=None):
     a.set_xlabel("epoch")
     a.grid(alpha=0.3)
 
+
+def figure(result, *, nominal=None, source=None):
+    """A matplotlib Figure (Agg canvas attached) with the six panels for `result` (a cuptycho.Result
+    or anything with object, probe, positions, history, events, timings, device)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    obj = np.asarray(result.object)
+    obj = obj[None] if obj.ndim == 2 else obj
+    probe = np.asarray(result.probe)
+    probe = probe[None] if probe.ndim == 2 else probe
+    positions = np.asarray(result.positions, dtype=np.float64)
+    fig = Figure(figsize=(15, 9.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots(2, 3)
+    _object_panels(fig, ax[0, 0], ax[0, 1], obj, probe, positions)
+    _probe_panel(ax[0, 2], probe)
+    _loss_panel(ax[1, 0], result)
+    _positions_panel(fig, ax[1, 1], positions, nominal, probe)
+    _z_panel(ax[1, 2], result)
     seconds = (result.timings or {}).get("total")
     head = f"{Path(source).name}: " if source else ""
     fig.suptitle(f"{head}{len(result.history)} epochs on {result.device or '?'}"
@@ -210,7 +220,7 @@ def figure(result, *, nominal=None, source=None):
 def write_report(result_path, out, *, overwrite: bool = False, dpi: int = 100) -> Path:
     """Read the result at `result_path` and write the report PNG to `out` atomically (an existing
     file is replaced only with `overwrite`)."""
-    from .io.atomic import atomic_path, check_writable
+    from .atomic import atomic_path, check_writable
 
     check_writable(out, overwrite=overwrite)           # refuse before the (slower) drawing
     info = read(result_path)

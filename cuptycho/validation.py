@@ -1,14 +1,25 @@
 """Checks of user input at the public boundary: one clear ValueError naming the argument.
 
 Nothing here repairs input. Each function returns the array in the layout the model uses
-(e.g. a 2-D probe becomes (1, Ny, Nx)) and raises on anything it cannot use as given.
+(e.g. a 2-D probe becomes (1, Ny, Nx)) and raises on anything it cannot use as given. Three
+families, the only argument checks of the package: arrays (`field`, `positions`, `data`,
+`mask`), scalars and pairs (`real_number`, `integer`, `integer_pair`, `choice`, ...), and the
+kinds of option values (`Bool`, `Int`, `Real`, `Choice`, `Pair`, ..., `table_value`) with which
+`cuptycho.settings` declares every option of a run.
 """
 from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable
 
 import numpy as np
 
 from . import geometry
-from .backend import array_module
+from .backend import array_module, to_host
 from .reference import LOSSES
 
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
@@ -98,11 +109,6 @@ def mask(arr, n_patterns, patch_shape, real):
     return arr
 
 
-def to_host(arr):
-    """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
-    return arr.get() if array_module(arr) is not np else np.asarray(arr)
-
-
 def real_number(name, value, *, low=None, high=None, low_open=False, high_open=False):
     """A finite real scalar within the given bounds, as float; else ValueError naming `name`."""
     if isinstance(value, (bool, np.bool_)):
@@ -120,6 +126,11 @@ def real_number(name, value, *, low=None, high=None, low_open=False, high_open=F
     return v
 
 
+def positive_number(name, value) -> float:
+    """A finite real scalar > 0 (a wavelength, distance, energy), as float; else ValueError naming `name`."""
+    return real_number(name, value, low=0, low_open=True)
+
+
 def integer(name, value, low=1):
     """An integer >= low (bools rejected), as int; else ValueError naming `name`."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
@@ -127,7 +138,58 @@ def integer(name, value, low=1):
     return int(value)
 
 
+def integer_pair(name, value, low=1) -> tuple[int, int]:
+    """(a, b) integers >= low from one integer (used for both) or a pair; else ValueError naming `name`."""
+    arr = np.asarray(value).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, 2)
+    if arr.size != 2 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer) or np.any(arr < low):
+        kind = {1: "positive integer", 0: "non-negative integer"}.get(low, f"integer >= {low}")
+        raise ValueError(f"{name} must be a {kind} or a pair of them, got {value!r}")
+    return int(arr[0]), int(arr[1])
+
+
+def value_range(name, value, *, low=None):
+    """(lo, hi) finite with lo <= hi (and lo >= low)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of real numbers, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {value!r}")
+    if low is not None and lo < low:
+        raise ValueError(f"{name} must lie in [{low}, inf), got {value!r}")
+    return lo, hi
+
+
+def complex_dtype(dtype):
+    """np.dtype(dtype) if it is complex64 or complex128."""
+    dt = np.dtype(dtype)
+    if dt not in COMPLEX_DTYPES:
+        raise ValueError(f"dtype must be complex64 or complex128, got {dt}")
+    return dt
+
+
+def seed_sequence(value):
+    """A numpy SeedSequence from a non-negative int (a SeedSequence passes through unchanged)."""
+    if isinstance(value, np.random.SeedSequence):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"seed must be a non-negative integer (or a numpy SeedSequence), got {value!r}")
+    return np.random.SeedSequence(int(value))
+
+
+def length_pair(name, value) -> tuple[float, float]:
+    """(dy, dx) positive finite floats from a scalar or a pair (pixel sizes); else ValueError naming `name`.
+
+    The one implementation is `geometry.pixel_pair` (the ground floor needs it and cannot import
+    this module); this is its spelling among the other checkers, name first.
+    """
+    return geometry.pixel_pair(value, name)
+
+
 def choice(name, value, allowed):
+    """`value` if it is one of the strings `allowed`; else ValueError naming `name`."""
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
@@ -166,3 +228,210 @@ def propagation(propagator, z, wavelength, pixel_size, padding):
 
 def backend(name):
     return choice("backend", name, BACKENDS)
+
+
+# --------------------------------------------------------------------------- option values
+# The kinds of `cuptycho.settings`: each option of the schema declares one.
+# A kind checks one value and returns it converted to its stored form (TOML arrays -> tuples where
+# the option holds a tuple). `Checker` says how a key is named in messages: quoted in a file
+# (``'probe.lr' must be positive``), bare for Python (``probe.lr must be positive``).
+
+def _typename(value):
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            tuple: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+class Checker:
+    """quoted: keys as a file names them; elsewhere: {table: keys}, to say where a misplaced key belongs."""
+
+    def __init__(self, quoted: bool, elsewhere=None):
+        self.quoted, self.elsewhere = quoted, elsewhere or {}
+
+    def name(self, key):
+        return f"'{key}'" if self.quoted else key
+
+    def fail(self, key, message):
+        raise ValueError(f"{self.name(key)} {message}")
+
+    def wrong(self, key, expected, value):
+        self.fail(key, f"must be {expected}, got {_typename(value)} {value!r}")
+
+    def unknown(self, prefix, table, allowed, *, hints=None, elsewhere=None, noun=None):
+        """ValueError for the first key of `table` not in `allowed`, with the closest known key."""
+        bad = [k for k in table if k not in allowed]
+        if not bad:
+            return
+        if not self.quoted and noun:                  # Python: all of them at once
+            raise ValueError(f"unknown {noun}(s) {sorted(bad)}; known: {list(allowed)}")
+        k = bad[0]
+        name = f"{prefix}.{k}" if prefix else k
+        if hints and k in hints:
+            hint = f" ({hints[k]})"
+        elif close := difflib.get_close_matches(k, list(allowed), n=1, cutoff=0.6):
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)"
+        elif homes := [t for t, keys in (elsewhere or {}).items() if k in keys and t != prefix]:
+            hint = f" ('{k}' belongs in {', '.join(f'[{t}]' for t in homes)})"
+        else:
+            hint = f" (known keys{' of [' + prefix + ']' if prefix else ''}: {', '.join(sorted(allowed))})"
+        raise ValueError(f"unknown key '{name}'{hint}")
+
+
+@dataclass(frozen=True)
+class Bool:
+    def __call__(self, c, key, v):
+        if not isinstance(v, bool):
+            c.wrong(key, "true or false", v)
+        return v
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int | None = None
+
+    def __call__(self, c, key, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            c.wrong(key, "an integer", v)
+        if self.low is not None and v < self.low:
+            c.fail(key, f"must be >= {self.low}, got {v}")
+        return int(v)
+
+
+@dataclass(frozen=True)
+class Real:
+    low: float | None = None
+    positive: bool = False
+
+    def __call__(self, c, key, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            c.wrong(key, "a number", v)
+        v = float(v)
+        if math.isnan(v):
+            c.fail(key, "must be a number, got nan")
+        if self.positive and not v > 0:
+            c.fail(key, f"must be positive, got {v!r}")
+        if self.low is not None and v < self.low:
+            c.fail(key, f"must be >= {self.low}, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+
+    def __call__(self, c, key, v):
+        if not isinstance(v, str):
+            c.wrong(key, "a string", v)
+        if v not in self.choices:
+            close = difflib.get_close_matches(v, self.choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            c.fail(key, f"must be one of {', '.join(repr(x) for x in self.choices)}, got {v!r}{hint}")
+        return v
+
+
+@dataclass(frozen=True)
+class Text:
+    def __call__(self, c, key, v):
+        if not isinstance(v, str):
+            c.wrong(key, "a string", v)
+        return v
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two values of `item`; `ordered`: low <= high; stored as a tuple or (data options) a list."""
+    item: object = Real()
+    ordered: bool = False
+    as_tuple: bool = True
+
+    def __call__(self, c, key, v):
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            c.wrong(key, f"a pair of {'integers' if isinstance(self.item, Int) else 'numbers'} [a, b]", v)
+        out = [self.item(c, f"{key}[{i}]", x) for i, x in enumerate(v)]
+        if self.ordered and out[1] < out[0]:
+            c.fail(key, f"must be [low, high] with low <= high, got {list(v)!r}")
+        return tuple(out) if self.as_tuple else out
+
+
+@dataclass(frozen=True)
+class ScalarOrPair:
+    """One value for both axes or a [y, x] pair (data options: kept as the file gives them)."""
+    item: object
+
+    def __call__(self, c, key, v):
+        return Pair(self.item, as_tuple=False)(c, key, v) if isinstance(v, (list, tuple)) else self.item(c, key, v)
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A kind written as a function (c, key, value) -> value, for options with a grammar of their own."""
+    check: Callable
+
+    def __call__(self, c, key, v):
+        return self.check(c, key, v)
+
+
+@dataclass(frozen=True)
+class Maybe:
+    """`kind`, or None (the option is off); TOML has no null: an absent key keeps None."""
+    kind: object
+
+    def __call__(self, c, key, v):
+        return None if v is None else self.kind(c, key, v)
+
+
+def option(default, kind, *, example=None, python_only=False, **meta):
+    """A dataclass field whose metadata declares the option's kind.
+
+    example : a valid non-default value (for options whose default is None or a factory), used by
+        the schema's own tests; python_only : the option is not a TOML key (a callable, an array).
+    Other metadata: `engines` (the engines that use a [pie] key), `within` ((low, high) checked by
+    `Config.check`), `defaults` (per-engine defaults of a [pie] key)."""
+    meta = {"kind": kind, "example": example, "python_only": python_only, **meta}
+    if callable(default):                          # a factory (dict, a lambda making a Group)
+        return dataclass_field(default_factory=default, metadata=meta)
+    return dataclass_field(default=default, metadata=meta)
+
+
+def fields_of(cls, *, toml=False):
+    """The option fields of a schema dataclass (`toml`: without the Python-only ones)."""
+    return [f for f in dataclasses.fields(cls) if "kind" in f.metadata and not (toml and f.metadata["python_only"])]
+
+
+def keys_of(cls, *, toml=True):
+    return tuple(f.name for f in fields_of(cls, toml=toml))
+
+
+def table_value(c, key, cls, value):
+    """A dict of `cls`'s keys, each checked by its kind; then `cls.validate` for what spans keys."""
+    if not isinstance(value, dict):
+        c.wrong(key, "a table", value)
+    c.unknown(key, value, keys_of(cls, toml=c.quoted), hints=getattr(cls, "HINTS", None),
+              elsewhere=c.elsewhere, noun=getattr(cls, "NOUN", f"{key} setting"))
+    kinds = {f.name: f.metadata["kind"] for f in fields_of(cls)}
+    out = {k: kinds[k](c, f"{key}.{k}", v) for k, v in value.items()}
+    if hasattr(cls, "validate"):
+        cls.validate(c, key, out)
+    return out
+
+
+def built(c, key, build):
+    """Check values that span keys by building what they configure (a regulariser)."""
+    try:
+        build()
+    except (ValueError, TypeError) as err:
+        c.fail(key, f"is not valid: {err}")
+
+
+def table(cls, value):
+    """The typed view of an option table: `cls` with the given keys over its defaults (None: None)."""
+    if value is None:
+        return None
+    return value if isinstance(value, cls) else cls(**value)
+
+
+@dataclass(frozen=True)
+class TableOf:
+    cls: type
+
+    def __call__(self, c, key, v):
+        return table_value(c, key, self.cls, v)

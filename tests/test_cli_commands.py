@@ -69,10 +69,10 @@ def test_simulate_info_reconstruct_show(workdir, capsys):
     result = read_result(out)
     assert len(result.history) == 8 and result.device == "cpu"
     run = C.from_dict(result.config)                 # the effective configuration, complete
-    assert run.engine.epochs == 8 and run.engine.positions.start_epoch == 2 and run.engine.backend == "cpu"
+    assert run.config.epochs == 8 and run.config.positions.start_epoch == 2 and run.config.backend == "cpu"
     assert run.data["path"] == str(sim.resolve()) and run.output == {"checkpoint_every": 4}
     state = checkpoint.load(workdir / "out.ckpt.npz")     # checkpoints on: the last one follows the result
-    assert state["epoch"] == 8 and C.from_dict(state["cli"]["config"]).engine == run.engine
+    assert state["epoch"] == 8 and C.from_dict(state["cli"]["config"]).config == run.config
 
     assert cli.main(["show", str(out), "-o", str(png)]) == 0
     from matplotlib.image import imread

@@ -7,6 +7,7 @@ import pytest
 
 from cuptycho import Config, Group
 from cuptycho import config as C
+from cuptycho import run as R
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,9 +46,9 @@ def test_every_option_round_trips_through_toml():
     doc = tomllib.loads(text)                    # valid TOML
     assert doc["probe"]["schedule"] == {"kind": "plateau", "patience": 3, "factor": 0.5}
     run = C.loads(text)
-    assert run.engine == cfg
+    assert run.config == cfg
     assert run.data == data and run.output == {"checkpoint_every": 25}
-    assert C.loads(C.effective_config_toml(run.engine, data=run.data, output=run.output)).engine == cfg
+    assert C.loads(C.effective_config_toml(run.config, data=run.data, output=run.output)).config == cfg
 
 
 def test_pie_engine_options_round_trip_through_toml():
@@ -57,14 +58,14 @@ def test_pie_engine_options_round_trip_through_toml():
                       "position_max_step": 0.5})
     text = C.effective_config_toml(cfg)
     assert tomllib.loads(text)["pie"]["momentum_every"] == 10
-    assert C.loads(text).engine == cfg
+    assert C.loads(text).config == cfg
 
 
 def test_defaults_round_trip_and_absent_keys_keep_the_engine_defaults():
-    assert C.loads("").engine == Config()
-    assert C.loads(C.effective_config_toml(Config())).engine == Config()
+    assert C.loads("").config == Config()
+    assert C.loads(C.effective_config_toml(Config())).config == Config()
     run = C.loads("epochs = 5\n[probe]\nenabled = true\n")
-    assert run.engine.probe == Group(enabled=True, lr=Config().probe.lr)
+    assert run.config.probe == Group(enabled=True, lr=Config().probe.lr)
     assert run.explicit == {"epochs", "probe.enabled"}
 
 
@@ -86,7 +87,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
 
 def test_reader_options_convert_units_and_frames():
     run = C.loads('[data]\npath = "x.cxi"\nenergy_kev = 10.0\nframes = {start = 2, stop = 9}\ncrop = [64, 64]\n')
-    opts = C.reader_options(run.data)
+    opts = R.reader_options(run.data)
     assert "path" not in opts and opts["frames"] == slice(2, 9, None) and opts["crop"] == (64, 64)
     assert opts["energy"] == pytest.approx(10e3 * 1.602176634e-19)
 

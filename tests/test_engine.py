@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import cuptycho
-from cuptycho import engine, model, simulate
-from cuptycho.engine import Config, Group, reconstruct
+from cuptycho import engine, model, ops, settings, simulate
+from cuptycho import Config, Group, reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,11 @@ def quick(**kw):
 
 def test_batch_sizes_grow_and_cap():
     spec = {"start": 4, "factor": 2, "every": 3, "max": 20}
-    sizes = [engine._batch_sizes(spec, e, 49) for e in range(12)]
+    sizes = [settings.batch_size(spec, e, 49) for e in range(12)]
     assert sizes == [4, 4, 4, 8, 8, 8, 16, 16, 16, 20, 20, 20]
-    assert engine._batch_sizes("full", 5, 49) == 49 and engine._batch_sizes(64, 0, 49) == 49
+    assert settings.batch_size("full", 5, 49) == 49 and settings.batch_size(64, 0, 49) == 49
     with pytest.raises(ValueError, match="batch"):
-        engine._batch_sizes({"begin": 4}, 0, 49)
+        settings.batch_size({"begin": 4}, 0, 49)
 
 
 def test_growing_batches_are_used_and_every_pattern_is_seen(farfield, monkeypatch):
@@ -108,7 +108,7 @@ def test_position_l1_pulls_corrections_to_zero(farfield):
 def test_divergence_restores_the_last_good_state_and_halves_learning_rates(farfield, monkeypatch):
     _, ds = farfield
     calls = {"n": 0}
-    original = model.evaluate
+    original = ops.evaluate
 
     def flaky(*args, **kw):                # the 4th batch of the run returns NaN loss and gradients once
         calls["n"] += 1
@@ -117,7 +117,7 @@ def test_divergence_restores_the_last_good_state_and_halves_learning_rates(farfi
             return math.nan, {k: v * np.nan for k, v in grads.items()}
         return value, grads
 
-    monkeypatch.setattr(model, "evaluate", flaky)
+    monkeypatch.setattr(ops, "evaluate", flaky)
     result = reconstruct(ds, quick(epochs=3))
     events = [e for e in result.events if e["event"] == "divergence"]
     assert len(events) == 1 and events[0]["epoch"] == 0
@@ -127,8 +127,8 @@ def test_divergence_restores_the_last_good_state_and_halves_learning_rates(farfi
 
 def test_repeated_divergence_stops_with_a_reason(farfield, monkeypatch):
     _, ds = farfield
-    original = model.evaluate
-    monkeypatch.setattr(model, "evaluate", lambda *a, **k: (math.inf, original(*a, **k)[1]))
+    original = ops.evaluate
+    monkeypatch.setattr(ops, "evaluate", lambda *a, **k: (math.inf, original(*a, **k)[1]))
     result = reconstruct(ds, quick(epochs=3, max_divergences=2))
     assert result.history == []
     assert result.events[-1] == {"epoch": 0, "event": "stopped", "reason": "diverged too often"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cuptycho import pie, reference, simulate
-from cuptycho.engine import Config, Group, Reconstruction, reconstruct
+from cuptycho import Config, Group, create, reconstruct
 from cuptycho.pie import PIEReconstruction
 
 
@@ -105,7 +105,7 @@ def test_sequential_epie_is_the_textbook_m_epie(backend):
     ds = integer_dataset()
     cfg = Config(engine="epie", epochs=1, backend=backend, dtype="complex128", probe=Group(enabled=True),
                  fit_probe_scale=False, seed=3)
-    rec = Reconstruction(ds, cfg)
+    rec = create(ds, cfg)
     assert isinstance(rec, PIEReconstruction)
     obj0, probe0 = np.array(rec.obj), np.array(rec.probe)
     rec.run()
@@ -120,7 +120,7 @@ def test_sequential_rpie_is_the_textbook_m_rpie():
     ds = integer_dataset()
     cfg = Config(engine="rpie", epochs=1, backend="cpu", dtype="complex128", probe=Group(enabled=True),
                  fit_probe_scale=False, seed=5, pie={"alpha": 0.3, "beta": 0.6})
-    rec = Reconstruction(ds, cfg)
+    rec = create(ds, cfg)
     obj0, probe0 = rec.obj.copy(), rec.probe.copy()
     rec.run()
     (order,) = engine_order(5, ds.n_patterns)
@@ -134,7 +134,7 @@ def test_batched_variant_is_the_independent_parallel_loop(backend):
     ds = integer_dataset()
     cfg = Config(engine="rpie", epochs=1, batch=7, backend=backend, dtype="complex128", probe=Group(enabled=True),
                  fit_probe_scale=False, seed=2, pie={"alpha": 0.4, "beta": 0.7})
-    rec = Reconstruction(ds, cfg)
+    rec = create(ds, cfg)
     obj0, probe0 = np.array(rec.obj), np.array(rec.probe)
     rec.run()
     (order,) = engine_order(2, ds.n_patterns)
@@ -150,21 +150,21 @@ def test_m_rpie_with_beta_gamma_one_is_m_epie_update_for_update(farfield):
     probe refined), bit for bit, epoch after epoch."""
     _, ds = farfield
     common = dict(epochs=3, backend="cpu", probe=Group(enabled=True), n_probe_modes=2, seed=4)
-    a = Reconstruction(ds, Config(engine="epie", **common))
-    b = Reconstruction(ds, Config(engine="rpie", pie={"alpha": 1.0, "beta": 1.0}, **common))
+    a = create(ds, Config(engine="epie", **common))
+    b = create(ds, Config(engine="rpie", pie={"alpha": 1.0, "beta": 1.0}, **common))
     for epoch in range(1, 4):
         a.run(until=epoch)
         b.run(until=epoch)
         np.testing.assert_array_equal(a.obj, b.obj)
         np.testing.assert_array_equal(a.probe, b.probe)
-    c = Reconstruction(ds, Config(engine="rpie", pie={"alpha": 0.5, "beta": 1.0}, **common))
+    c = create(ds, Config(engine="rpie", pie={"alpha": 0.5, "beta": 1.0}, **common))
     c.run(until=1)
-    assert not np.array_equal(c.obj, Reconstruction(ds, Config(engine="epie", **{**common, "epochs": 1})).run().object)
+    assert not np.array_equal(c.obj, create(ds, Config(engine="epie", **{**common, "epochs": 1})).run().object)
 
 
 def test_sequential_step_touches_only_its_patch(farfield):
     _, ds = farfield
-    rec = Reconstruction(ds, Config(engine="rpie", epochs=1, backend="cpu", probe=Group(enabled=True)))
+    rec = create(ds, Config(engine="rpie", epochs=1, backend="cpu", probe=Group(enabled=True)))
     before = rec.obj.copy()
     rec.step(np.array([10]), 0)
     y, x = np.floor(rec.positions()[10]).astype(int)
@@ -191,13 +191,13 @@ def test_mpie_momentum_every_t_updates(farfield):
     _, ds = farfield
     cfg = Config(engine="mpie", epochs=1, backend="cpu", dtype="complex128",
                  pie={"momentum_every": 3, "friction": 0.5, "feedback": 0.25})
-    rec = Reconstruction(ds, cfg)
+    rec = create(ds, cfg)
     then = rec.obj.copy()
     rec.step(np.array([0]), 0)
     rec.step(np.array([1]), 0)
     assert np.array_equal(rec.momentum["object"][0], then) and rec.since_momentum == 2
     # the third update triggers momentum: replay it by hand from a copy of the state
-    mirror = Reconstruction(ds, dataclasses.replace(cfg, engine="rpie", pie={"alpha": 0.25, "beta": 1.0}))
+    mirror = create(ds, dataclasses.replace(cfg, engine="rpie", pie={"alpha": 0.25, "beta": 1.0}))
     mirror.obj[...] = rec.obj
     mirror.step(np.array([2]), 0)
     rec.step(np.array([2]), 0)
@@ -209,12 +209,12 @@ def test_mpie_momentum_every_t_updates(farfield):
 
 def test_fixed_groups_do_not_move(farfield):
     _, ds = farfield
-    rec = Reconstruction(ds, Config(engine="epie", epochs=1, backend="cpu", object=Group(enabled=False),
+    rec = create(ds, Config(engine="epie", epochs=1, backend="cpu", object=Group(enabled=False),
                                     probe=Group(enabled=True)))
     obj, probe = rec.obj.copy(), rec.probe.copy()
     rec.run()
     assert np.array_equal(rec.obj, obj) and not np.array_equal(rec.probe, probe)
-    rec = Reconstruction(ds, Config(engine="epie", epochs=1, backend="cpu"))
+    rec = create(ds, Config(engine="epie", epochs=1, backend="cpu"))
     probe = rec.probe.copy()
     rec.run()
     assert np.array_equal(rec.probe, probe)
@@ -252,17 +252,17 @@ def test_resumed_pie_run_matches_an_uninterrupted_one(farfield):
     ds.probe = exp.probe
     cfg = dict(engine="mpie", epochs=6, backend="cpu", dtype="complex128", probe=Group(enabled=True),
                positions=Group(lr=0.2, start_epoch=1), pie={"momentum_every": 7})
-    whole = Reconstruction(ds, Config(**cfg)).run()
-    first = Reconstruction(ds, Config(**cfg))
+    whole = create(ds, Config(**cfg)).run()
+    first = create(ds, Config(**cfg))
     first.run(until=3)
     state = first.state_dict()
-    resumed = Reconstruction(ds, Config(**cfg))
+    resumed = create(ds, Config(**cfg))
     resumed.load_state_dict(state)
     result = resumed.run()
     np.testing.assert_array_equal(result.object, whole.object)
     np.testing.assert_array_equal(result.probe, whole.probe)
     np.testing.assert_array_equal(result.positions, whole.positions)
-    gradient = Reconstruction(ds, Config(epochs=6, backend="cpu", dtype="complex128", probe=Group(enabled=True),
+    gradient = create(ds, Config(epochs=6, backend="cpu", dtype="complex128", probe=Group(enabled=True),
                                          positions=Group(lr=0.2)))
     with pytest.raises(ValueError, match="checkpoint is of a run of the 'mpie' engine"):
         gradient.load_state_dict(state)
@@ -270,7 +270,7 @@ def test_resumed_pie_run_matches_an_uninterrupted_one(farfield):
 
 def test_divergence_halves_the_pie_steps(farfield, monkeypatch):
     _, ds = farfield
-    rec = Reconstruction(ds, Config(engine="rpie", epochs=3, backend="cpu"))
+    rec = create(ds, Config(engine="rpie", epochs=3, backend="cpu"))
     calls = {"n": 0}
     original = PIEReconstruction.run_epoch
 
@@ -341,11 +341,11 @@ def test_position_refinement_from_5_px_rms():
 def test_object_modes_follow_their_own_group(farfield):
     """Object modes take the same PIE step as the first mode, and stay put while their group is off."""
     _, ds = farfield
-    rec = Reconstruction(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2))
+    rec = create(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2))
     start = rec.obj.copy()
     rec.run(until=1)
     assert not np.array_equal(rec.obj[1], start[1]) and not np.array_equal(rec.obj[0], start[0])
-    rec = Reconstruction(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2,
+    rec = create(ds, Config(engine="rpie", epochs=2, backend="cpu", n_object_modes=2,
                                     object_modes=Group(start_epoch=1)))
     start = rec.obj.copy()
     rec.run(until=1)

@@ -35,7 +35,7 @@ Dataset (`cuptycho.simulate.simulate`, deterministic from --seed)
 - Start: positions with a 10 px RMS random error (7.1 px per axis; median error 8.3 px, a few start
   20-25 px off: as large as two scan steps), z 30 % too large.
 
-Reconstruction (`cuptycho.reconstruct` via `cuptycho.engine.Reconstruction`)
+Reconstruction (`cuptycho.reconstruct` via `cuptycho.engines.create`)
 ---------------------------------------------------------------------------
 - Start: a flat object; the probe from the data (`init_probe="data"`: the mean pattern's amplitude
   propagated back over the start z, plus two small orthogonal modes), scaled to the photon count.
@@ -97,8 +97,8 @@ import numpy as np
 
 from common import RAW, add_arguments, machine, resolve_epochs, resolve_every, run_tracked, write_json
 
-from cuptycho import engine, simulate
-from cuptycho.engine import Config, Group
+from cuptycho import engines, simulate
+from cuptycho import Config, Group
 
 WAVELENGTH = 1.24e-10          # 10 keV
 PIXEL = 50e-9
@@ -155,7 +155,7 @@ def simulate_experiment(seed=0, **overrides):
 def run(exp, config: Config, every=10, verbose=True):
     """Reconstruct `exp` with `config`; returns (result, history rows, summary dict)."""
     ds = exp.dataset()
-    recon = engine.Reconstruction(ds, config)
+    recon = engines.create(ds, config)
     truth_pos = exp.positions
     start = {"epoch": "start", "z_error": abs(exp.z_start - exp.z) / exp.z}
     start_err = robust_position_errors(exp.positions_start, truth_pos)

@@ -91,7 +91,7 @@ from common import machine, write_json
 
 import cuptycho
 from cuptycho import metrics, reference, simulate
-from cuptycho.engine import Config, Group, reconstruct
+from cuptycho import Config, Group, reconstruct
 
 PHOTONS = (1e3, 1e4, 1e5)
 LOSSES = ("intensity", "gaussian", "poisson", "weighted")

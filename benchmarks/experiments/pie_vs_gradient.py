@@ -17,7 +17,7 @@ The true positions are given to the engines (no position error, no position refi
 
 Part A: convergence vs wall time. Known probe (`ds.probe = exp.probe`, `init_probe="dataset"`,
 `fit_probe_scale` off: the simulated probe already has the photon scale), probe fixed, only the
-object refined from the flat start, gaussian loss. Runs (engine defaults, `cuptycho.pie.DEFAULTS`):
+object refined from the flat start, gaussian loss. Runs (engine defaults, `cuptycho.settings.PIE`):
 
 - ePIE, rPIE (alpha 0.25), mPIE (alpha 0.25, friction 0.7, feedback 0.3, momentum every 20
   position updates): sequential (batch None = one position per update), random order per epoch;
@@ -89,8 +89,8 @@ import numpy as np
 
 from common import RAW, add_arguments, machine, print_table, resolve_epochs, resolve_every, run_tracked, write_json
 
-from cuptycho import engine, simulate
-from cuptycho.engine import Config, Group
+from cuptycho import engines, simulate
+from cuptycho import Config, Group
 
 PRESET = "small_farfield"
 THRESHOLDS = (0.90, 0.95)
@@ -138,7 +138,7 @@ TABLE_B = [("scan", "scan", "s"), ("engine", "label", "s"), ("positions", "posit
 
 def run(ds, config: Config, label, every=20, verbose=True):
     """Reconstruct `ds` with `config`, metrics every epoch; returns (result, history rows, summary)."""
-    recon = engine.Reconstruction(ds, config)
+    recon = engines.create(ds, config)
     cum = [0.0]
 
     def cumulative(rec):
@@ -189,7 +189,7 @@ def warm_up(ds_factory, configs, backend, seed):
         ds.truth = {}
         kw = dict(kw)
         kw.update(epochs=WARMUP_EPOCHS, backend=backend, seed=seed)
-        engine.Reconstruction(ds, Config(**kw)).run()
+        engines.create(ds, Config(**kw)).run()
 
 
 # --------------------------------------------------------------------------- part A

@@ -24,7 +24,7 @@ Dataset (`cuptycho.simulate.simulate`, deterministic from --seed)
 - 1e8 photons in the brightest frame, Poisson noise plus 3 counts RMS read-out noise.
 - Start: z 30 % too large (13 mm instead of 10 mm, `--z-start-error`).
 
-Reconstruction (`cuptycho.reconstruct` via `cuptycho.engine.Reconstruction`)
+Reconstruction (`cuptycho.reconstruct` via `cuptycho.engines.create`)
 ---------------------------------------------------------------------------
 - The known probe (`Dataset.probe` = the true probe, `init_probe="dataset"`, `fit_probe_scale`
   off: the probe is already at the photon scale, and rescaling it against the flat start object
@@ -51,8 +51,8 @@ import numpy as np
 
 from common import RAW, add_arguments, machine, resolve_epochs, resolve_every, run_tracked, write_json
 
-from cuptycho import engine, geometry, simulate
-from cuptycho.engine import Config, Group
+from cuptycho import engines, geometry, simulate
+from cuptycho import Config, Group
 
 WAVELENGTH = 632.8e-9
 PIXEL = 6.5e-6
@@ -102,7 +102,7 @@ def known_probe_dataset(exp):
 
 def run(exp, config: Config, every=5, verbose=True):
     """Reconstruct; returns (result, history rows, summary)."""
-    recon = engine.Reconstruction(known_probe_dataset(exp), config)
+    recon = engines.create(known_probe_dataset(exp), config)
     z_true = exp.z
     start = {"epoch": "start", "z_mm": exp.z_start * 1e3, "dz_um": (exp.z_start - z_true) * 1e6,
              "z_error": abs(exp.z_start - z_true) / z_true}
