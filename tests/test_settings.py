@@ -117,3 +117,23 @@ def test_the_registry_runs_exactly_the_engines_the_schema_names():
         assert name in cls.ENGINES
     with pytest.raises(ValueError, match="build it with cuptycho.engines.create"):
         Reconstruction(None, Config(engine="rpie"))
+
+
+def test_the_resumable_run_from_python(tmp_path):
+    """`run.reconstruct_file`: what `cuptycho reconstruct` does, with overrides checked by the schema."""
+    from cuptycho import run
+    from cuptycho.io import read_result
+
+    sim, out = tmp_path / "sim.cxi", tmp_path / "out.cxi"
+    assert cli.main(["simulate", "small_farfield", "--seed", "1", "-o", str(sim)]) == 0
+    records = []
+    outcome = run.reconstruct_file(sim, output=out, overrides={"epochs": 3, "backend": "cpu", "batch": 16},
+                                   checkpoint_every=2, progress=records.append, handle_signals=False)
+    assert outcome.complete and outcome.stopped_by is None and [r["epoch"] for r in records] == [0, 1, 2]
+    assert len(read_result(out).history) == 3 and outcome.checkpoint.exists()
+    resumed = run.reconstruct_file(sim, output=out, resume=outcome.checkpoint, overrides={"epochs": 4}, force=True)
+    assert resumed.start_epoch == 3 and len(resumed.result.history) == 4
+    with pytest.raises(ValueError, match="sets batch = 8 but the checkpoint's run used 16"):
+        run.ResumableRun(sim, output=out, resume=outcome.checkpoint, overrides={"batch": 8}, force=True)
+    with pytest.raises(C.ConfigError, match="unknown key 'probe.lrr'"):
+        run.ResumableRun(sim, output=tmp_path / "x.cxi", overrides={"probe.lrr": 1})
