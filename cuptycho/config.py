@@ -101,7 +101,6 @@ __all__ = ["ConfigError", "RunConfig", "load", "loads", "from_dict", "to_dict", 
 
 DATA_KEYS = keys_of(DataOptions)
 OUTPUT_KEYS = keys_of(SECTIONS["output"])
-_SCALARS = tuple(k for k in keys_of(Config) if k not in GROUPS and k not in TABLES)
 _TOP = (*keys_of(Config), *SECTIONS, "simulate")
 _ELSEWHERE = {**{g: keys_of(Group) for g in GROUPS}, **{t: keys_of(cls) for t, cls in TABLES.items()},
               **{s: keys_of(cls) for s, cls in SECTIONS.items()}}

@@ -419,7 +419,8 @@ class Reconstruction:
         Arrays are NumPy; everything else is JSON-serialisable."""
         state = {
             "engine": self.cfg.engine, "epoch": self.epoch, "finished": self.finished, "best": self.best,
-            "stale": self.stale, "divergences": self.divergences, "loss_scale": self.loss_scale, "rng": self.rng.bit_generator.state,
+            "stale": self.stale, "divergences": self.divergences, "loss_scale": self.loss_scale,
+            "rng": self.rng.bit_generator.state,
             "history": self.history, "events": self.events, "timings": self.timings,
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
@@ -436,7 +437,8 @@ class Reconstruction:
         """Continue from `state_dict()` output (same dataset and configuration)."""
         saved_engine = state.get("engine", "gradient")
         if saved_engine != self.cfg.engine:
-            raise ValueError(f"checkpoint is of a run of the {saved_engine!r} engine; this run uses {self.cfg.engine!r}")
+            raise ValueError(f"checkpoint is of a run of the {saved_engine!r} engine; this run uses "
+                             f"{self.cfg.engine!r}")
         arrays = state["arrays"]
         if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape or \
                 arrays["correction"].shape != self.correction.shape:

@@ -6,7 +6,7 @@ import scipy.ndimage as ndi
 
 from .images import complex_from_images
 from .probes import checked_power_fractions
-from .validation import integer, real_number, seed_sequence
+from .validation import complex_image, integer, real_number, seed_sequence
 
 __all__ = ["object_from_images", "object_modes"]
 
@@ -66,9 +66,7 @@ def object_modes(obj, n_modes, *, shift=1.0, power_fractions=None, seed=0):
     -------
     modes : (n_modes, H, W) complex, the dtype of obj
     """
-    obj = np.asarray(obj)
-    if obj.ndim != 2 or not np.iscomplexobj(obj):
-        raise ValueError(f"obj must be a complex 2-D array, got dtype {obj.dtype} with shape {obj.shape}")
+    obj = complex_image("obj", obj)
     n_modes = integer("n_modes", n_modes)
     shift = real_number("shift", shift, low=0.0)
     fractions = checked_power_fractions(power_fractions, n_modes)

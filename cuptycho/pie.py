@@ -45,7 +45,6 @@ steps' mean over the registered positions (a global drift the data cannot see) i
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import backend as backends

@@ -23,7 +23,7 @@ import scipy.special
 
 from . import geometry
 from .images import complex_from_images
-from .validation import complex_dtype, integer, integer_pair, real_number, seed_sequence
+from .validation import complex_dtype, complex_image, integer, integer_pair, real_number, seed_sequence
 
 __all__ = ["centred_coordinates", "aperture_px", "aperture_m", "focused", "from_images",
            "default_power_fractions", "checked_power_fractions", "modes", "diameter_px"]
@@ -254,9 +254,7 @@ def modes(probe, n_modes, *, power_fractions=None, seed=0):
     -------
     modes : (n_modes, Ny, Nx) complex, the dtype of probe
     """
-    probe = np.asarray(probe)
-    if probe.ndim != 2 or not np.iscomplexobj(probe):
-        raise ValueError(f"probe must be a complex 2-D array, got dtype {probe.dtype} with shape {probe.shape}")
+    probe = complex_image("probe", probe)
     n_modes = integer("n_modes", n_modes)
     fractions = checked_power_fractions(power_fractions, n_modes)
     p = probe.astype(np.complex128)

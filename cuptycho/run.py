@@ -155,7 +155,7 @@ class ResumableRun:
         then the overrides; a resumed run refuses settings that differ from its checkpoint's."""
         given = config is not None
         run = C.load(config) if isinstance(config, (str, os.PathLike)) else (config or C.RunConfig())
-        origin = f"--config {os.fspath(config)}" if isinstance(config, (str, os.PathLike)) else "the command line"
+        origin = f"--config {os.fspath(config)}" if isinstance(config, (str, os.PathLike)) else "the configuration"
         self.state, self.saved = None, None
         if resume:
             self.state = checkpoint.load(resume)
@@ -179,8 +179,9 @@ class ResumableRun:
             if diff:
                 key, mine, theirs = diff[0]
                 raise ValueError(f"{origin} sets {key} = {mine!r} but the checkpoint's run used {theirs!r} "
-                                 f"({len(diff)} difference(s)); a resumed run continues with the same settings: "
-                                 "leave out --config to use the checkpoint's")
+                                 f"({len(diff)} difference(s)); a resumed run continues with the checkpoint's "
+                                 f"settings (only {', '.join(sorted(RESUME_FREE))} may change): leave out --config "
+                                 "and --set to use them")
         return run
 
     def _outputs(self, output, resume):

@@ -20,6 +20,7 @@ engine's own declaration (`cuptycho.engines.check`); this module knows only the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -277,6 +278,8 @@ def pie_settings(engine, values=None) -> PIE:
         value = given.get(f.name, meta["defaults"].get(engine))
         if value is None:
             continue
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
         if "within" in meta and not meta["within"][0] <= value <= meta["within"][1]:
             raise ValueError(f"{key} must lie in [{meta['within'][0]}, {meta['within'][1]}], got {value!r}")
         if meta.get("positive") and not value > 0:

@@ -54,6 +54,14 @@ def field(name, arr, *, dtype=None):
     return xp.ascontiguousarray(arr)
 
 
+def complex_image(name, arr):
+    """A complex 2-D NumPy array (one field to build modes from); else ValueError naming `name`."""
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or not np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a complex 2-D array, got dtype {arr.dtype} with shape {arr.shape}")
+    return arr
+
+
 def positions(arr, patch_shape, obj_shape):
     """(J, 2) float64 positions on the host whose bilinear taps all lie inside the object."""
     arr = to_host(arr)
