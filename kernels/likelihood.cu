@@ -18,8 +18,8 @@
 //
 // Per window pixel:
 //   I = intensity_scale * sum_modes |waves|^2                      (summed in T)
-//   loss_rows[j*ny + r] += w * l(I, d)                             (double: poisson's terms
-//                          I' - d' log I' + d' log d' - d' cancel to O(1) from O(d log d))
+//   loss_rows[j*ny + r] += w * l(I, d)                             (l in T without cancellation,
+//                                                                   summed in double; see pixel_loss)
 //   waves[j, :, pixel] = grad_scale * w * l'(I, d) * waves[j, :, pixel]   (l' in T)
 // Buffer pixels outside the window are set to 0: the adjoint of the crop.
 //
@@ -40,11 +40,69 @@
 
 enum { CPT_GAUSSIAN = 0, CPT_POISSON = 1, CPT_INTENSITY = 2, CPT_WEIGHTED = 3 };
 
+// Per real type, for log_gap: bit patterns (a union: defined behaviour for g++, nvcc and NVRTC in
+// host and device code alike, and a plain register move) and the series
+// Q(z) = sum_k z^k / (2k + 3), written out (a Horner loop kept the CPU pixel loop from vectorising).
+template <typename T> struct cpt_real;
+template <> struct cpt_real<float> {
+  typedef unsigned int U;
+  static constexpr int mant = 23;
+  static constexpr U one = 0x3f800000u, sqrt_half = 0x3f3504f3u, mant_mask = 0x007fffffu;
+  union Pun { float v; U b; };
+  static CPT_HD U of(float v) { Pun p; p.v = v; return p.b; }
+  static CPT_HD float to(U b) { Pun p; p.b = b; return p.v; }
+  static CPT_HD float series(float z) {   // z <= 0.0295: the first omitted term is < 1e-7 Q
+    return 1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)));
+  }
+};
+template <> struct cpt_real<double> {
+  typedef unsigned long long U;
+  static constexpr int mant = 52;
+  static constexpr U one = 0x3ff0000000000000ull, sqrt_half = 0x3fe6a09e667f3bcdull,
+                     mant_mask = 0x000fffffffffffffull;
+  union Pun { double v; U b; };
+  static CPT_HD U of(double v) { Pun p; p.v = v; return p.b; }
+  static CPT_HD double to(U b) { Pun p; p.b = b; return p.v; }
+  static CPT_HD double series(double z) {   // z <= 0.0295: the first omitted term is < 1e-17 Q
+    return 1.0 / 3 + z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (1.0 / 13 + z * (1.0 / 15
+           + z * (1.0 / 17 + z * (1.0 / 19 + z * (1.0 / 21 + z * (1.0 / 23))))))))));
+  }
+};
+
+// log_gap(x, u) = x - log(u) for u = 1 + x > 0, i.e. x - log1p(x) >= 0, to a relative error
+// < 1e-6 (float) or 2e-15 (double), also near x = 0, where it is ~x^2/2: the poisson
+// loss per pixel is (d + eps) log_gap((I - d) / (d + eps), (I + eps) / (d + eps)). x and u are
+// each rounded once (1 + x would lose u's digits near u = 0, u - 1 would lose x's near x = 0).
+// Plain arithmetic and bit operations, no libm call: the CPU loop vectorises with the default
+// flags (libmvec's log needs -ffast-math), and the GPU runs the same formula.
+//   u = m 2^e with m in [sqrt(1/2), sqrt(2)); f = m - 1 (exact), or f = x when e = 0 (then u = m);
+//   log(m) = 2 atanh(t) = 2t + 2t^3 Q(t^2) with t = f / (2 + f), Q(z) = sum_k z^k / (2k + 3);
+//   x - log(u) = (u - m - e ln2) + (f - 2t) - 2t^3 Q  with  f - 2t = t f,  u - m = 0 when e = 0.
+// (u - 1 stands for x when e != 0: the result then depends on u alone, and its slope 1 - 1/u
+// damps u's rounding where x and log(u) cancel most, at u ~ 0.7 and 1.4.)
+// |t| <= 0.172, so z <= 0.0295: 4 terms of Q for float, 11 for double.
+template <typename T>
+CPT_HD T log_gap(T x, T u) {
+  typedef cpt_real<T> B;
+  const typename B::U bu = B::of(u) + (B::one - B::sqrt_half);
+  const int e = (int)(bu >> B::mant) - (int)(B::one >> B::mant);     // u >= eps / d' is normal for d < 1e32
+  const T m = B::to((bu & B::mant_mask) + B::sqrt_half);
+  // f = e == 0 ? x : m - 1 as a bit select: g++ (trapping math) will not turn the float form into
+  // a vector blend, and the branch kept the pixel loop scalar
+  const typename B::U keep_x = (typename B::U)0 - (typename B::U)(e == 0);
+  const T f = B::to((B::of(x) & keep_x) | (B::of(m - (T)1) & ~keep_x));
+  const T t = f / ((T)2 + f), z = t * t;
+  return ((u - m) - (T)e * (T)0.693147180559945309417) + t * (f - (T)2 * z * B::series(z));
+}
+
 // One pixel of the loss: returns l(I, d) (as double, for the row sums) and sets slope = dl/dI,
-// the formulas of reference.loss_terms / loss_derivative. Precision: poisson's value is formed in
-// double, because I' - d' log I' + d' log d' - d' cancels to O(1) from O(d log d); the others in
-// T without cancellation (gaussian as ((I - d) / (sqrt(I') + sqrt(d')))^2, which equals
-// (sqrt(I') - sqrt(d'))^2 and shares its square roots with the slope).
+// the formulas of reference.loss_terms / loss_derivative, in T without cancellation: gaussian as
+// ((I - d) / (sqrt(I') + sqrt(d')))^2, which equals (sqrt(I') - sqrt(d'))^2 and shares its square
+// roots with the slope; poisson, I' - d' log I' + d' log d' - d', as d' log_gap(x, I'/d') with
+// x = (I - d)/d': those terms cancel to O(1) from O(d log d), which needed two double logs per
+// pixel (the likelihood stage then ran 4x slower than gaussian's on the CPU); log_gap holds the
+// value to < 1e-6 of itself in float (the rounding of the float I alone moves it by up to ~3e-7).
+// d >= 0 (the API validates it), so I'/d' > 0.
 template <int LOSS, typename T>
 CPT_HD double pixel_loss(T i, T d, T eps, T& slope) {
   if (LOSS == CPT_GAUSSIAN) {
@@ -53,9 +111,9 @@ CPT_HD double pixel_loss(T i, T d, T eps, T& slope) {
     slope = (T)1 - sd / si;
     return (double)(a * a);
   } else if (LOSS == CPT_POISSON) {
-    slope = (T)1 - (d + eps) / (i + eps);
-    const double ie = (double)i + (double)eps, de = (double)d + (double)eps;
-    return ie - de * log(ie) + de * log(de) - de;
+    const T ie = i + eps, de = d + eps;
+    slope = (T)1 - de / ie;
+    return (double)(de * log_gap((i - d) / de, ie / de));
   } else if (LOSS == CPT_INTENSITY) {
     slope = (T)2 * (i - d);
     return (double)((i - d) * (i - d));
