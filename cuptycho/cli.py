@@ -5,12 +5,28 @@
     cuptycho reconstruct sim.cxi --config run.toml -o recon.cxi --checkpoint-every 50
     cuptycho show recon.cxi -o recon.png
 
-User errors (bad files, bad configuration, an output that exists) are one line
-``cuptycho: error: ...`` on stderr and exit code 2, without a traceback (set CUPTYCHO_DEBUG=1 to
-see one). `reconstruct` stops after the current epoch on SIGINT / SIGTERM, writes a checkpoint
-(``OUT`` with the suffix ``.ckpt.npz``), prints the command that resumes it and exits with 130 /
-143; a second SIGINT stops at once, without a checkpoint. Outputs are written atomically and an
-existing file is replaced only with ``--force``.
+Exit codes
+----------
+0    done.
+1    `demo` only: the recovered object is not good enough.
+2    a user error (bad files, bad configuration, an output that exists, is an input or is not a
+     regular file, a folder that cannot be written): one line ``cuptycho: error: ...`` on stderr,
+     without a traceback (set CUPTYCHO_DEBUG=1 to see one), found before any work where it can be.
+     A write that fails in `simulate` or `show` (nothing is lost: run it again) is one too.
+3    `reconstruct` diverged more than max_divergences times (see divergence_factor): the result is
+     written, holding the best state reached, not a converged one.
+74   (EX_IOERR) `reconstruct` finished, or was stopped by a signal, but its result (or checkpoint)
+     could not be written (a full disk, a read-only mount, an I/O error): the error names the output,
+     the run's state is saved as a checkpoint (at ``OUT.ckpt.npz``, else in $TMPDIR or the working
+     folder: the path is printed) and the printed command resumes it, which only writes the result.
+130  / 143: SIGINT / SIGTERM stopped `reconstruct` after the current epoch; a checkpoint (``OUT`` with
+     the suffix ``.ckpt.npz``) is written and the command that resumes it printed. A second SIGINT
+     stops at once, without a checkpoint, except while a result or checkpoint is being written: the
+     write is finished first.
+
+Outputs are written atomically and an existing file is replaced only with ``--force``, which replaces
+regular files only (a symbolic link is replaced itself, never written through; a folder, device,
+FIFO or socket is refused), and never an input of the same command.
 """
 from __future__ import annotations
 
@@ -24,6 +40,8 @@ import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3                # the run kept diverging: the result holds its best state
+EXIT_IOERR = 74                  # sysexits.h EX_IOERR: finished, but the result could not be written
 
 
 def _say(message: str) -> None:
@@ -92,7 +110,7 @@ def simulate_cmd(args) -> int:
     options.pop("preset", None)
     if args.seed is not None:
         options["seed"] = args.seed
-    io.check_writable(args.output, overwrite=args.force)
+    io.check_writable(args.output, overwrite=args.force, probe=True)
     try:
         exp = simulate.preset(name, **options)
     except TypeError as err:                   # a keyword simulate() does not take
@@ -234,7 +252,7 @@ class _Progress:
 
 def reconstruct_cmd(args) -> int:
     from . import config as C
-    from .run import ResumableRun
+    from .run import ResumableRun, WriteFailed
 
     overrides = dict(C.parse_assignment(text) for text in args.set or ())
     for key in ("epochs", "backend", "engine"):           # the shortcuts for the commonest --set keys
@@ -245,9 +263,14 @@ def reconstruct_cmd(args) -> int:
     _say(run.describe())
     progress = _Progress(args.progress, run.config.epochs, run.start)
     try:
-        outcome = run.execute(progress)
-    finally:
-        progress.close()
+        try:
+            outcome = run.execute(progress)
+        finally:
+            progress.close()
+    except WriteFailed as err:                 # the state is saved (or why not is said): never a plain exit 2
+        for line in err.lines():
+            _say(line)
+        return EXIT_IOERR
     rec = outcome.reconstruction
     if outcome.result is None:                 # stopped by a signal: checkpoint written, say how to resume
         name = signal.Signals(outcome.stopped_by).name
@@ -263,6 +286,10 @@ def reconstruct_cmd(args) -> int:
           + f"; wrote {outcome.output}")
     if outcome.stopped_by is not None:
         _say(f"{signal.Signals(outcome.stopped_by).name} came after the last epoch: the result is complete")
+    if rec.diverged:
+        _say(f"error: the run diverged ({rec.divergences} rollbacks > max_divergences = {run.config.max_divergences});"
+             f" {outcome.output} holds the best state reached, not a converged one: lower the learning rates")
+        return EXIT_DIVERGED
     return 0
 
 
@@ -295,7 +322,8 @@ def parser() -> argparse.ArgumentParser:
                                                          "keywords of cuptycho.simulate.simulate")
     p.add_argument("--seed", type=_non_negative, help="random seed (overrides the preset's)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.cxi")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing OUT (a regular file, or a symbolic link itself)")
     p.set_defaults(run=simulate_cmd)
 
     p = sub.add_parser("reconstruct", help="reconstruct a measurement (CXI/HDF5, TIFF, NPZ) and write the result",
@@ -319,7 +347,9 @@ def parser() -> argparse.ArgumentParser:
                         "on SIGINT / SIGTERM)")
     p.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
                    help="a progress bar (auto: on a terminal), log lines (auto: otherwise) or nothing")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT and checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing OUT and checkpoint (regular files, or symbolic links themselves; never "
+                        "an input)")
     p.set_defaults(run=reconstruct_cmd)
 
     p = sub.add_parser("show", help="draw a result's report as PNG",
@@ -327,7 +357,8 @@ def parser() -> argparse.ArgumentParser:
                                    "and z trajectory of a result file, as one PNG.")
     p.add_argument("result", metavar="RESULT", help="a result file written by cuptycho reconstruct")
     p.add_argument("-o", "--output", required=True, metavar="REPORT.png")
-    p.add_argument("--force", action="store_true", help="replace an existing REPORT.png")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing REPORT.png (a regular file, or a symbolic link itself; never RESULT)")
     p.set_defaults(run=show_cmd)
 
     p = sub.add_parser("info", help="describe what a data or result file holds")

@@ -21,7 +21,8 @@ option whose default is "off" (None) is switched on by giving it)::
     n_probe_modes = 3             # absent: as many as the initial probe has
     init_probe = "data"           # "dataset" (the file's probe guess), "data" (mean pattern), or {aperture = 12.0}
     fit_probe_scale = true
-    max_divergences = 5
+    max_divergences = 5           # rollbacks to the best state before the run ends as diverged
+    divergence_factor = 10.0      # > 1: a loss this many times the best so far diverged (inf: only NaN / inf)
     seed = 0
     backend = "auto"              # auto | cpu | cuda | numpy
     dtype = "complex64"           # complex64 | complex128

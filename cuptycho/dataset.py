@@ -42,12 +42,16 @@ class Dataset:
         (m), `z` the nominal (effective) propagation distance (m), `wavelength` in metres.
     obj_shape : (H, W), optional
         Object size; by default the scan's extent plus the probe plus `margin` pixels each side.
+        Bounded before anything is allocated (`validation.scan_extent`, `validation.object_extent`):
+        a scan, or an object, more than `validation.SCAN_COVERAGE` times the pixels the patterns
+        measure is a ValueError naming the positions far from the others, or obj_shape.
     probe : (K, Ny, Nx) complex, optional
         An initial probe guess (an aperture model, a previous reconstruction).
     truth : dict, optional
         Known "object", "probe", "positions", "z" (simulations), for metrics while running.
     margin : int
-        Pixels of object around the scan when `obj_shape` is derived.
+        Pixels of object around the scan when `obj_shape` is derived (at most `SCAN_COVERAGE` times
+        the probe's size).
     detector_distance : float, optional
         Sample-to-detector distance z2 (m), as recorded.
     detector_pixel_size : float or (py, px), optional
@@ -95,11 +99,18 @@ class Dataset:
         if self.data.ndim != 3:
             raise ValueError(f"data must have shape (J, Ny, Nx), got {self.data.shape}")
         n, ny, nx = self.data.shape
+        if 0 in self.data.shape:
+            raise ValueError(f"data must hold at least one pattern of at least one pixel, got shape {self.data.shape}")
         pos = np.asarray(self.positions, dtype=np.float64)
         if pos.shape != (n, 2):
             raise ValueError(f"positions must have shape ({n}, 2) (one (y, x) per pattern), got {pos.shape}")
         validation.propagation(self.propagator, self.z, self.wavelength, self.pixel_size, self.padding)
-        if self.obj_shape is None:
+        # bound the object before anyone allocates it: a stray position or an absurd obj_shape is an error
+        self.margin = validation.margin(self.margin, (ny, nx))
+        validation.scan_extent(pos, (ny, nx), pixel_size=self.pixel_size)
+        if self.obj_shape is not None:
+            self.obj_shape = validation.object_extent(self.obj_shape, n, (ny, nx), self.margin)
+        else:
             # shift the scan so it starts at the margin, and size the object to hold it
             pos = pos - pos.min(axis=0) + self.margin
             extent = np.ceil(pos.max(axis=0)).astype(int)

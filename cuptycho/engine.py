@@ -8,6 +8,14 @@ jointly by minibatch Adam on the hand-derived gradients of the model (`ops.evalu
 metrics, the history and checkpoints are the same for every engine. An engine subclasses it and
 overrides those hooks (`cuptycho.pie`); `cuptycho.engines` maps engine names to classes.
 
+Divergence: after each epoch, a non-finite loss or parameter, a loss above `divergence_factor`
+times the lowest since the loss was last defined (the run's start, a loss switch, the TV's start),
+or a probe power x object transmission out of range restores the best state so far and halves
+every step size (`Result.events` says why). An epoch's loss measures the state it started from
+(exactly so for the full batch), so a state becomes a candidate for "best" only once the next
+epoch's loss has vouched for it. More than `max_divergences` rollbacks end the run with the best
+state (`Reconstruction.diverged`).
+
 Backend-agnostic: the same loop runs on NumPy (reference), CPU-kernel and CuPy arrays; the state
 lives on the device for the whole run and only scalars come back per batch.
 """
@@ -21,7 +29,7 @@ import time
 import numpy as np
 
 from . import backend as backends
-from . import constraints, initial, metrics, ops, reference, regularisers, schedules, validation
+from . import budget, checkpoint, constraints, initial, metrics, ops, reference, regularisers, schedules, validation
 from .backend import to_host
 from .result import Result
 from .settings import (AmplitudeRange, Config, Constraints, EarlyStop, Group, ProbePower, TV, batch_size,
@@ -64,15 +72,16 @@ class _Adam:
 
 # --------------------------------------------------------------------------- the engine
 
-class Reconstruction:
+class Reconstruction(checkpoint.Resumable):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
-    dataset, the history. (`cuptycho.engines.create(dataset, config)` builds the engine
-    `config.engine` names.)
+    dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
+    (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
     """
 
     ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
-    SNAPSHOT = ("obj", "probe", "correction", "z_rel", "opt", "loss_scale")
+    SNAPSHOT = ("obj", "probe", "correction", "z_rel", "opt", "loss_scale", "scaled_for")
+    DIVERGED = "diverged too often"           # the reason of the "stopped" event of a diverged run
 
     @classmethod
     def check_config(cls, config: Config):
@@ -84,11 +93,16 @@ class Reconstruction:
     def __init__(self, dataset, config: Config):
         config.check()
         self.check_config(config)
+        if config.z.enabled and dataset.propagator == "farfield":
+            raise ValueError("z.enabled = true refines the propagation distance z, but the data's propagator is "
+                             "'farfield', whose model has no z: set z.enabled = false (z refinement needs a "
+                             "near-field propagator)")
         self.ds, self.cfg = dataset, config
         self.tv = table(TV, config.tv)
         self.early_stop = table(EarlyStop, config.early_stop)
         self.constraints = table(Constraints, config.constraints)
         self.device = backends.resolve(config.backend)
+        budget.check(dataset, config, batch=self.batch_spec(), device=self.device)    # before allocating
         self.xp = np if self.device in ("numpy", "cpu") else backends.cupy_module()
         self.dtype = np.dtype(config.dtype)
         self.real = reference.real_dtype(self.dtype)
@@ -110,11 +124,16 @@ class Reconstruction:
             dataset.pixel_size, dataset.padding)}
         self.loss_plan = loss_plan(config.loss)
         self.loss_scale = 1.0
+        self.scaled_for = self.loss_name(0)          # the loss loss_scale was set for (switch_loss)
         self.history, self.events, self.timings = [], [], {}
         self.epoch, self.finished, self.stop_requested = 0, False, False
         self.best, self.stale, self.divergences = math.inf, 0, 0
+        # divergence watch: the loss's definition, its loss there and the lowest since (run); the
+        # rollback target (snapshot, epoch, loss) and the last epoch's state awaiting its loss
+        self.watch, self._rollback, self._pending = None, None, None
         if config.fit_probe_scale:
             self._fit_probe_scale()
+        self._intensity_range = self._plausible_intensity()
         self.regs = self._regularisers()
         if dataset.truth.get("object") is not None:
             self.scanned = self.illuminated()          # the region lit by the initial scan and probe
@@ -152,6 +171,33 @@ class Reconstruction:
         positions = backends.to_device(self.device, self.positions())
         intensity = ops.forward(self.device, self.obj, self.probe, positions, **self.model_kwargs())
         self.probe = initial.scaled_to_data(self.probe, intensity, self.data, self.mask)
+
+    def _plausible_intensity(self):
+        """(low, high) for `_intensity`: divergence_factor**2 below the lower and above the higher of the
+        data's mean counts per pattern and the initial model's value (they differ when the probe's scale
+        is not fitted); None when neither has any intensity."""
+        xp, n = self.xp, self.data.shape[0]
+        ny, nx = self.probe.shape[-2:]
+        lo = np.maximum(np.floor(self.nominal.min(axis=0)).astype(int), 0)
+        hi = np.ceil(self.nominal.max(axis=0)).astype(int) + (ny, nx)
+        self._box = (slice(None), slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])))   # the scanned area
+        if self.mask.ndim == 2:
+            counts = float((xp.sum(self.data, axis=0, dtype=xp.float64) * self.mask).sum()) / n
+        else:
+            counts = float(xp.vdot(self.data.ravel(), self.mask.ravel())) / n
+        model = self._intensity()
+        k2 = self.cfg.divergence_factor * self.cfg.divergence_factor
+        high = max(counts, model) * k2
+        if not (high > 0 and math.isfinite(counts) and math.isfinite(model)):
+            return None
+        return min(counts, model) / k2, high
+
+    def _intensity(self):
+        """Probe power x mean object transmission over the scanned area: about the modelled counts
+        per pattern, whatever the split of the intensity between probe and object."""
+        xp, box = self.xp, self.obj[self._box]
+        power = float(xp.sum(self.probe.real ** 2 + self.probe.imag ** 2, dtype=xp.float64))
+        return power * float(xp.mean(xp.sum(box.real ** 2 + box.imag ** 2, axis=0), dtype=xp.float64))
 
     def _regularisers(self):
         regs, tv = {}, self.tv
@@ -204,6 +250,10 @@ class Reconstruction:
 
     def loss_name(self, epoch):
         return [n for e, n in self.loss_plan if e <= epoch][-1]
+
+    def loss_key(self, epoch):
+        """What an epoch's loss means: (loss name, TV counted); the divergence watch restarts when it changes."""
+        return self.loss_name(epoch), "tv" in self.regs and epoch >= self.tv.start_epoch
 
     # ---- one minibatch
     def batch_data(self, idx):
@@ -279,8 +329,28 @@ class Reconstruction:
         n_new = float(self.xp.linalg.norm(g_new["object"]))
         if n_new > 0 and math.isfinite(n_old / n_new):
             self.loss_scale = n_old / n_new
+        self.scaled_for = new
         self.events.append({"epoch": epoch, "event": "loss_switch", "from": old, "to": new,
                             "scale": self.loss_scale})
+
+    def measure(self, key):
+        """The current state's loss over every pattern as an epoch with loss definition `key` (`loss_key`)
+        reports it (scaled, penalties included), from the forward model in minibatches of the epoch's size."""
+        name, tv_on = key
+        n, f64 = self.ds.n_patterns, self.xp.float64
+        size = batch_size(self.batch_spec(), self.epoch, n)
+        total = 0.0
+        for start in range(0, n, size):             # the forward model only: no gradients needed
+            idx = np.arange(start, min(start + size, n))
+            data, mask = self.batch_data(idx)
+            intensity = ops.forward(self.device, self.obj, self.probe,
+                                    backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
+            total += float((mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum())
+        value = self.loss_scale * total / n
+        for reg_name, (reg, target) in self.regs.items():
+            if reg_name != "tv" or tv_on:
+                value += reg.value(self.obj if target == "object" else self.probe)
+        return value
 
     def run_epoch(self, epoch):
         """One pass over the patterns in a random order, in minibatches: `step` on each batch, then
@@ -308,10 +378,12 @@ class Reconstruction:
         return "full" if self.cfg.batch is None else self.cfg.batch
 
     def halve_steps(self):
-        """After a divergence: halve every learning rate; returns the common scale now applied."""
+        """After a divergence (the best state restored, with its optimisers): every learning rate at
+        0.5 ** divergences, so that rollbacks compound; returns that scale."""
+        scale = 0.5 ** self.divergences
         for opt in self.opt.values():
-            opt.lr_scale *= 0.5
-        return min((opt.lr_scale for opt in self.opt.values()), default=1.0)
+            opt.lr_scale = scale
+        return scale
 
     def record(self, epoch, loss, size, seconds, profile):
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
@@ -359,30 +431,24 @@ class Reconstruction:
         """Run (or continue) up to epoch `until` (default: Config.epochs) and return the Result."""
         cfg = self.cfg
         until = cfg.epochs if until is None else min(until, cfg.epochs)
-        good = self.snapshot()
         t_start = time.perf_counter()
         while self.epoch < until and not self.finished:
             epoch = self.epoch
-            if epoch > 0 and self.loss_name(epoch) != self.loss_name(epoch - 1) and \
-                    not any(e["event"] == "loss_switch" and e["epoch"] == epoch for e in self.events):
-                self.switch_loss(epoch)
+            if not self._watch(epoch):
+                continue
             t0 = time.perf_counter()
             loss, size, profile = self.run_epoch(epoch)
-            if not (math.isfinite(loss) and self._finite()):
-                self.divergences += 1
-                self.restore(good)
-                scale = self.halve_steps()
-                self.events.append({"epoch": epoch, "event": "divergence", "action": "restored the last good state "
-                                    "and halved every step size", "lr_scale": scale})
-                if self.divergences > cfg.max_divergences:
-                    self._finish(epoch, "diverged too often")
+            reason = self._divergence(loss)
+            if reason is not None:
+                self._roll_back(epoch, reason)
                 continue
+            self._vouch(loss)
             for opt in self.opt.values():
                 opt.schedule.step(loss)
             self.apply_constraints()
             self.adapt_tv(loss)
             rec = self.record(epoch, loss, size, time.perf_counter() - t0, profile)
-            good = self.snapshot()
+            self._pending = (self.snapshot(), epoch)
             self.epoch += 1
             if cfg.progress is not None and cfg.progress(rec):
                 self._finish(epoch, "progress callback")
@@ -407,65 +473,86 @@ class Reconstruction:
         self.finished = True
         self.events.append({"epoch": epoch, "event": "stopped", "reason": reason})
 
+    @property
+    def diverged(self) -> bool:
+        """True when the run ended for diverging more than max_divergences times (it holds the best state)."""
+        return self.finished and any(e.get("event") == "stopped" and e.get("reason") == self.DIVERGED
+                                     for e in self.events)
+
+    # ---- divergence
+    def _watch(self, epoch) -> bool:
+        """Before an epoch: where the loss's definition changes (a run's start, a loss switch, the TV's
+        start) restart the watch from the current state's loss; False when that state, measured by the
+        loss it was reached with, has diverged (the best state is then restored)."""
+        key = self.loss_key(epoch)
+        if self._rollback is None and self.watch is not None:     # resumed: the state it starts from
+            self._rollback = (self.snapshot(), epoch - 1, math.inf)
+        if self.watch is not None and tuple(self.watch["key"]) == key:
+            return True
+        if self.watch is not None:                  # the last epoch's state has no loss of its own yet
+            reason = self._loss_jump(self.measure(tuple(self.watch["key"])))
+            if reason is not None:
+                self._roll_back(epoch, reason)
+                return False
+        if key[0] != self.scaled_for:
+            self.switch_loss(epoch)
+        start = self.measure(key)
+        start = start if math.isfinite(start) else math.inf      # unknown: only non-finite values count
+        self.watch = {"key": list(key), "start": start, "best": start}
+        self._rollback, self._pending = (self.snapshot(), epoch - 1, start), None
+        return True
+
+    def _divergence(self, loss):
+        """Why the epoch that ended with `loss` diverged, or None."""
+        if not (math.isfinite(loss) and self._finite()):
+            return "non-finite loss or parameters"
+        if self._intensity_range is not None:
+            low, high = self._intensity_range
+            value = self._intensity()
+            if not low <= value <= high:
+                return (f"probe power x object transmission out of range: {value:.3g}, plausible [{low:.3g}, "
+                        f"{high:.3g}] (divergence_factor**2 around the data's counts per pattern)")
+        return self._loss_jump(loss)
+
+    def _loss_jump(self, loss):
+        """A reason when `loss` is above divergence_factor x the lowest since the watch's start (never
+        below 1 / divergence_factor of its start: a near-perfect fit's noise is no divergence)."""
+        if not math.isfinite(loss):
+            return "non-finite loss"
+        k = self.cfg.divergence_factor
+        ref = max(self.watch["best"], self.watch["start"] / (k * k))
+        if math.isfinite(ref) and ref > 0 and loss > k * ref:
+            return f"the loss jumped {loss / ref:.3g}-fold (to {loss:.6g}; lowest so far {self.watch['best']:.6g})"
+        return None
+
+    def _vouch(self, loss):
+        """An accepted epoch: its loss lowers the watch's best and is the loss of the state it started
+        from (the last epoch's), which becomes the rollback target if none has a lower one."""
+        self.watch["best"] = min(self.watch["best"], loss)
+        if self._pending is not None:
+            snap, epoch = self._pending
+            if loss <= self._rollback[2]:
+                self._rollback = (snap, epoch, loss)
+            self._pending = None
+
+    def _roll_back(self, epoch, reason):
+        """Restore the best state, halve every step size, record why; end the run past max_divergences."""
+        self.divergences += 1
+        snap, restored, _ = self._rollback
+        self.restore(snap)
+        self._pending = None
+        scale = self.halve_steps()
+        where = "the initial state" if restored < 0 else f"the state after epoch {restored}"
+        self.events.append({"epoch": epoch, "event": "divergence", "reason": reason,
+                            "action": f"restored {where} (the best so far) and halved every step size",
+                            "restored_epoch": None if restored < 0 else restored, "lr_scale": scale})
+        if self.divergences > self.cfg.max_divergences:
+            self._finish(epoch, self.DIVERGED)
+
     def result(self) -> Result:
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
                       config=_config_dict(self.cfg), device=self.device)
-
-    # ---- checkpoints
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue exactly: parameters, optimiser and schedule
-        states, the minibatch RNG, the loss scale, the TV weight, counters and the history.
-        Arrays are NumPy; everything else is JSON-serialisable."""
-        state = {
-            "engine": self.cfg.engine, "epoch": self.epoch, "finished": self.finished, "best": self.best,
-            "stale": self.stale, "divergences": self.divergences, "loss_scale": self.loss_scale,
-            "rng": self.rng.bit_generator.state,
-            "history": self.history, "events": self.events, "timings": self.timings,
-            "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
-            "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
-                       "z_rel": self.z_rel.copy()},
-            "optimisers": {},
-        }
-        for name, opt in self.opt.items():
-            state["arrays"][f"{name}.m"], state["arrays"][f"{name}.v"] = to_host(opt.m), to_host(opt.v)
-            state["optimisers"][name] = {"step": opt.step_count, "lr_scale": opt.lr_scale, "unit": opt.unit,
-                                         "schedule": opt.schedule.state_dict()}
-        return state
-
-    def load_state_dict(self, state: dict):
-        """Continue from `state_dict()` output (same dataset and configuration)."""
-        saved_engine = state.get("engine", "gradient")
-        if saved_engine != self.cfg.engine:
-            raise ValueError(f"checkpoint is of a run of the {saved_engine!r} engine; this run uses "
-                             f"{self.cfg.engine!r}")
-        arrays = state["arrays"]
-        if arrays["object"].shape != self.obj.shape or arrays["probe"].shape != self.probe.shape or \
-                arrays["correction"].shape != self.correction.shape:
-            raise ValueError(f"checkpoint holds an object {arrays['object'].shape}, a probe {arrays['probe'].shape} "
-                             f"and {len(arrays['correction'])} positions; this run has {self.obj.shape}, "
-                             f"{self.probe.shape} and {len(self.correction)}")
-        if set(state["optimisers"]) != set(self.opt):
-            raise ValueError(f"checkpoint optimises {sorted(state['optimisers'])}, this run {sorted(self.opt)}: "
-                             "the configuration differs (e.g. n_object_modes)")
-        dev = (lambda a: backends.to_device(self.device, a))
-        self.obj = dev(arrays["object"].astype(self.dtype))
-        self.probe = dev(arrays["probe"].astype(self.dtype))
-        self.correction = arrays["correction"].astype(np.float64)
-        self.z_rel = arrays["z_rel"].astype(np.float64)
-        for name, opt in self.opt.items():
-            o = state["optimisers"][name]
-            host = name in ("positions", "z")
-            opt.m = arrays[f"{name}.m"] if host else dev(arrays[f"{name}.m"])
-            opt.v = arrays[f"{name}.v"] if host else dev(arrays[f"{name}.v"])
-            opt.step_count, opt.lr_scale, opt.unit = o["step"], o["lr_scale"], o["unit"]
-            opt.schedule.load_state_dict(o["schedule"])
-        self.rng.bit_generator.state = state["rng"]
-        for key in ("epoch", "finished", "best", "stale", "divergences", "loss_scale"):
-            setattr(self, key, state[key])
-        self.history, self.events, self.timings = list(state["history"]), list(state["events"]), dict(state["timings"])
-        if state.get("tv_weight") is not None and "tv" in self.regs:
-            self.regs["tv"][0].weight = state["tv_weight"]
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""
@@ -488,8 +575,8 @@ class Reconstruction:
             probe, obj = constraints.zero_probe_phase(self.probe, self.obj)
             self.probe[...], self.obj[...] = probe, obj
         if c.renormalise:
-            obj, probe, _ = constraints.renormalise(self.obj, self.probe,
-                                                    backends.to_device(self.device, self.illuminated()))
+            lit = self.illuminated().astype(self.real)          # weights: renormalise takes no bool mask
+            obj, probe, _ = constraints.renormalise(self.obj, self.probe, backends.to_device(self.device, lit))
             self.obj[...], self.probe[...] = obj, probe
         if c.phase_range:
             self.obj[...] = constraints.clamp_phase(self.obj, *c.phase_range)

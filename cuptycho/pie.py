@@ -115,8 +115,7 @@ class PIEReconstruction(Reconstruction):
         return 1 if self.cfg.batch is None else self.cfg.batch
 
     def halve_steps(self):
-        super().halve_steps()
-        self.step_scale *= 0.5
+        self.step_scale = super().halve_steps()        # 0.5 ** divergences, as every learning rate
         return self.step_scale
 
     # ---- one epoch (sequential: a random order of positions per epoch, the shared loop's order)
@@ -227,8 +226,20 @@ class PIEReconstruction(Reconstruction):
                 state["arrays"][f"momentum.{name}.velocity"] = to_host(velocity)
         return state
 
-    def load_state_dict(self, state: dict):
-        super().load_state_dict(state)
+    def _array_specs(self) -> dict:
+        specs = super()._array_specs()
+        if self.momentum is not None:
+            for name, param in (("object", self.obj), ("probe", self.probe)):
+                specs[f"momentum.{name}.then"] = specs[f"momentum.{name}.velocity"] = (param.shape, "c")
+        return specs
+
+    def check_state(self, state: dict):
+        super().check_state(state)
+        if state.get("pie") is None:                 # its values: checkpoint.validate
+            raise ValueError("checkpoint has no field 'pie' (the PIE engines' step scale and momentum count)")
+
+    def apply_state(self, state: dict):
+        super().apply_state(state)
         self.step_scale = float(state["pie"]["step_scale"])
         self.since_momentum = int(state["pie"]["since_momentum"])
         if self.momentum is not None:

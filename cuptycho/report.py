@@ -219,10 +219,12 @@ def figure(result, *, nominal=None, source=None):
 
 def write_report(result_path, out, *, overwrite: bool = False, dpi: int = 100) -> Path:
     """Read the result at `result_path` and write the report PNG to `out` atomically (an existing
-    file is replaced only with `overwrite`)."""
-    from .atomic import atomic_path, check_writable
+    regular file is replaced only with `overwrite`; the result itself never)."""
+    from .atomic import atomic_path, check_writable, same_file
 
-    check_writable(out, overwrite=overwrite)           # refuse before the (slower) drawing
+    if same_file(out, result_path):                    # --force would otherwise replace the result by its picture
+        raise ValueError(f"the report {os.fspath(out)} is the result file {os.fspath(result_path)}; choose another -o")
+    check_writable(out, overwrite=overwrite, probe=True)   # refuse before the (slower) drawing
     info = read(result_path)
     fig = figure(info["result"], nominal=info["nominal"], source=info["source"])
     with atomic_path(out, overwrite=overwrite) as tmp:

@@ -7,10 +7,17 @@
 What `cuptycho reconstruct` does, for Python users too: the configuration comes from a TOML file,
 the checkpoint's own copy (resuming) or the defaults, with overrides (`--set KEY=VALUE`, `--epochs`,
 ...) checked by the same schema; every output is refused before any work if it exists (unless
-`force`); a checkpoint (``OUT`` with the suffix ``.ckpt.npz``) is written every `checkpoint_every`
-epochs and when SIGINT / SIGTERM stop the run after the current epoch; the result is CXI with the
-effective configuration beside it. A resumed run continues exactly (same settings: a difference
-from the checkpoint's configuration is refused, except the options in `RESUME_FREE`).
+`force`), and so is an output that is one of the inputs or a folder that cannot take a new file; a
+checkpoint (``OUT`` with the suffix ``.ckpt.npz``) is written every `checkpoint_every` epochs and
+when SIGINT / SIGTERM stop the run after the current epoch; the result is CXI with the effective
+configuration beside it. A resumed run continues exactly (same settings: a difference from the
+checkpoint's configuration is refused, except the options in `RESUME_FREE`).
+
+A finished run is never lost to its last write: while a result or checkpoint is being written,
+signals are only noted (honoured once it is written), and when the result cannot be written (a full
+disk, a read-only mount, an I/O error) the run's state is saved as a checkpoint, at the checkpoint
+path or else in the temporary folder ($TMPDIR) or the working folder, and `WriteFailed` says where
+and how to resume (which then only writes the result).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import dataclasses
 import os
 import shlex
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,18 +85,29 @@ def reader_options(data: dict) -> dict:
 
 class StopOnSignal:
     """While active, SIGINT and SIGTERM ask the reconstruction to stop after the current epoch
-    (`Reconstruction.stop`); a second SIGINT raises KeyboardInterrupt at once."""
+    (`Reconstruction.stop`); a second SIGINT raises KeyboardInterrupt at once, except inside `hold`
+    (a result or checkpoint being written), where it waits for the write to finish."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, rec):
-        self.rec, self.signum, self.previous = rec, None, {}
+        self.rec, self.signum, self.previous, self.holding = rec, None, {}, 0
 
     def _handler(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
+        # inside `hold` only noted: cutting the write of a result or checkpoint short would lose the run
+        if self.signum is not None and signum == signal.SIGINT and not self.holding:
             raise KeyboardInterrupt("a second SIGINT: stopped at once, without writing a checkpoint")
         self.signum = self.signum or signum
         self.rec.stop()
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Signals that arrive inside the block only stop the run (they never interrupt the block)."""
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
 
     def __enter__(self):
         for s in self.SIGNALS:
@@ -99,6 +118,28 @@ class StopOnSignal:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         return False
+
+
+class WriteFailed(OSError):
+    """A run's result (or the checkpoint of a run stopped by a signal) could not be written. The run's
+    state was saved at `saved` (None: nowhere could take it; `failures` says why) and `command`
+    resumes it; `result` is the finished Result (None for a stopped run)."""
+
+    def __init__(self, what, target, cause, saved, failures, command, result=None):
+        head = "the run finished, but its result" if what == "result" else "the checkpoint"
+        super().__init__(f"{head} could not be written to {target} ({_reason(cause)})"
+                         + (f"; the run's state was saved to {saved}" if saved else "; its state could not be saved"))
+        self.errno = getattr(cause, "errno", None)
+        self.what, self.target, self.cause, self.saved = what, Path(target), cause, saved
+        self.failures, self.command, self.result = failures, command, result
+
+    def lines(self):
+        """What the command line says: the error, where the state went (or why nowhere), how to resume."""
+        out = [f"error: {self}"]
+        out += [f"note: could not save the state at {path} either ({why})" for path, why in self.failures]
+        if self.saved:
+            out.append(f"{'write the result' if self.what == 'result' else 'resume'} with: {self.command}")
+        return out
 
 
 @dataclass
@@ -119,9 +160,16 @@ class Outcome:
         return self.result is not None
 
     def resume_command(self, force=False):
-        command = ["cuptycho", "reconstruct", self.data, "--resume", os.fspath(self.checkpoint), "-o",
-                   os.fspath(self.output)]
-        return shlex.join(command + (["--force"] if force else []))
+        """The command that continues this run (with --force also when the state was saved elsewhere
+        and the output's own checkpoint path is taken)."""
+        own = checkpoint_path(self.output)
+        force = force or (Path(self.checkpoint) != own and os.path.lexists(own))
+        return _resume_command(self.data, self.checkpoint, self.output, force)
+
+
+def _resume_command(data, ckpt, output, force):
+    command = ["cuptycho", "reconstruct", os.fspath(data), "--resume", os.fspath(ckpt), "-o", os.fspath(output)]
+    return shlex.join(command + (["--force"] if force else []))
 
 
 class ResumableRun:
@@ -147,8 +195,9 @@ class ResumableRun:
         if every < 0:
             raise ValueError(f"--checkpoint-every must be >= 0, got {every}")
         self.every = every
-        self._outputs(output, resume)
+        self._outputs(output, resume, config)
         self._build(run)
+        self._check_room()
 
     def _configuration(self, config, overrides, resume):
         """The RunConfig in force: file or defaults, the checkpoint's when resuming without one,
@@ -184,17 +233,28 @@ class ResumableRun:
                                  "and --set to use them")
         return run
 
-    def _outputs(self, output, resume):
-        """Refuse, before any work, an output that is the input or that exists (without force)."""
+    def _outputs(self, output, resume, config):
+        """Refuse, before any work: an output that is an input (also through a link), that exists
+        (without force) or is not a regular file, or whose folder cannot take a new file."""
         self.output = Path(output) if output else default_output(self.data)
         self.checkpoint = checkpoint_path(self.output)
-        if Path(self.data).exists() and self.output.resolve() == Path(self.data).resolve():
-            raise ValueError(f"the output {self.output} is the input data file; choose another -o")
-        atomic.check_writable(self.output, overwrite=self.force)
-        self.resuming_here = bool(resume) and Path(resume).resolve() == self.checkpoint.resolve()
-        if self.checkpoint.exists() and not self.force and not self.resuming_here:
+        self.resuming_here = bool(resume) and (atomic.same_file(resume, self.checkpoint)
+                                               or Path(resume).resolve() == self.checkpoint.resolve())
+        inputs = [("the input data file", self.data), ("the checkpoint being resumed", resume)]
+        if isinstance(config, (str, os.PathLike)):
+            inputs.append(("the --config file", config))
+        for what, out in (("output", self.output), ("checkpoint", self.checkpoint)):
+            for name, path in inputs:
+                if path and atomic.same_file(out, path) and not (out is self.checkpoint and self.resuming_here
+                                                                 and path is resume):
+                    raise ValueError(f"the {what} {out} is {name} {os.fspath(path)}; choose another -o")
+        atomic.check_writable(self.output, overwrite=self.force, probe=True)
+        atomic.check_writable(self.checkpoint, overwrite=True)          # not a folder, device, FIFO
+        if os.path.lexists(self.checkpoint) and not self.force and not self.resuming_here:
             raise FileExistsError(f"{self.checkpoint} already exists (the checkpoint of an earlier run?): continue "
                                   f"it with --resume {self.checkpoint}, or pass --force to start afresh and replace it")
+        if self.checkpoint.parent.resolve() != self.output.parent.resolve():     # today always the same folder
+            atomic.check_folder(self.checkpoint.parent)
 
     def _build(self, run):
         """The dataset and the engine (with the checkpoint's state when resuming)."""
@@ -226,6 +286,21 @@ class ResumableRun:
                 raise ValueError(f"the checkpoint does not fit this run ({type(err).__name__}: {err})") from None
         self.start = rec.epoch
 
+    def _check_room(self):
+        """A warning now, rather than a surprise after the last epoch, when the output's folder has less
+        room than the result needs (the object and probe are stored twice: ptychodus' layout and ours)."""
+        arrays = (getattr(self.rec, "obj", None), getattr(self.rec, "probe", None))
+        need = 2 * sum(int(getattr(a, "nbytes", 0)) for a in arrays) + (1 << 16)     # + positions, history, ...
+        folder = self.output.parent if str(self.output.parent) else Path(".")
+        try:
+            st = os.statvfs(folder)
+        except (OSError, AttributeError):        # no statvfs (Windows): nothing to say
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < need:
+            self.note(f"warning: {folder} has {free / 1e6:.3g} MB free but the result needs about {need / 1e6:.3g} "
+                      "MB; if it cannot be written, the run's state is saved elsewhere and the place is printed")
+
     def describe(self) -> str:
         ds, cfg, rec = self.dataset, self.config, self.rec
         n, ny, nx = ds.data.shape
@@ -234,38 +309,111 @@ class ResumableRun:
                 + (f", resumed at epoch {self.start}" if self.state is not None else "")
                 + (f", checkpoint every {self.every} epochs" if self.every else ""))
 
-    def save_checkpoint(self):
+    def save_checkpoint(self, path=None):
         state = self.rec.state_dict()
         state["cli"] = {"config": self.effective, "data": os.fspath(Path(self.data).resolve()),
                         "output": os.fspath(self.output)}
-        checkpoint.save(state, self.checkpoint)
+        checkpoint.save(state, self.checkpoint if path is None else path)
+
+    def save_anywhere(self, failed=None):
+        """Save the state where it fits: the checkpoint path (unless that already `failed` with this
+        exception), else a new file in the temporary folder ($TMPDIR), else in the working folder.
+        Returns (the path or None, [(path, why) for each place that failed])."""
+        failures, tried = [], set()
+        if failed is None:
+            try:
+                self.save_checkpoint()
+                return self.checkpoint, failures
+            except Exception as err:             # noqa: BLE001 - whatever it was, try elsewhere
+                failed = err
+        failures.append((self.checkpoint, _reason(failed)))
+        tried.add(self.checkpoint.parent.resolve())
+        for folder in (Path(tempfile.gettempdir()), Path.cwd()):
+            if folder.resolve() in tried:
+                continue
+            tried.add(folder.resolve())
+            path = None
+            try:                                 # a new name: never replaces anyone's file in a shared folder
+                fd, name = tempfile.mkstemp(prefix=f"{self.output.stem}.", suffix=".ckpt.npz", dir=folder)
+                os.close(fd)
+                path = Path(name)
+                self.save_checkpoint(path)
+                return path, failures
+            except Exception as err:             # noqa: BLE001
+                failures.append((folder, _reason(err)))
+                if path is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+        return None, failures
+
+    def _fail(self, what, target, err, result=None):
+        """WriteFailed for `err`, after saving the state wherever it fits."""
+        saved, failures = self.save_anywhere(failed=err if Path(target) == self.checkpoint else None)
+        failures = [f for f in failures if Path(f[0]) != Path(target)]       # said once, in the error itself
+        force = self.force or (saved != self.checkpoint and os.path.lexists(self.checkpoint))
+        command = _resume_command(self.data, saved, self.output, force) if saved else None
+        return WriteFailed(what, target, err, saved, failures, command, result)
 
     def execute(self, progress=None, *, handle_signals=True) -> Outcome:
         """Run to the last epoch (checkpoints on the way), write the result and return the Outcome.
         `progress` is `Config.progress` (called with each epoch's record). With `handle_signals`,
-        SIGINT / SIGTERM stop after the current epoch with a checkpoint (Outcome.result None)."""
+        SIGINT / SIGTERM stop after the current epoch with a checkpoint (Outcome.result None), and wait
+        for a result or checkpoint being written.
+
+        Raises `WriteFailed` when the result (or a stopped run's checkpoint) cannot be written, after
+        saving the state elsewhere; a periodic checkpoint that fails is only a warning (`note`)."""
         rec, cfg = self.rec, self.config
         cfg.progress = progress
         t0 = time.perf_counter()
         stop = StopOnSignal(rec) if handle_signals else None
+        hold = stop.hold if stop is not None else contextlib.nullcontext
+        saved = self.checkpoint
         with stop if stop is not None else contextlib.nullcontext():
             while rec.epoch < cfg.epochs and not rec.finished and (stop is None or stop.signum is None):
                 until = cfg.epochs if not self.every else min(cfg.epochs, (rec.epoch // self.every + 1) * self.every)
                 rec.run(until=until)
                 if (stop is None or stop.signum is None) and self.every and rec.epoch % self.every == 0 \
                         and rec.epoch < cfg.epochs and not rec.finished:
-                    self.save_checkpoint()
-            signum = None if stop is None else stop.signum
+                    with hold():
+                        try:
+                            self.save_checkpoint()
+                        except OSError as err:   # the run goes on; the final write has its own fallback
+                            self.note(f"warning: could not write the checkpoint of epoch {rec.epoch} "
+                                      f"({_reason(err)}); the run goes on")
             result = None
-            if rec.epoch >= cfg.epochs or rec.finished:
-                result = rec.result()
-                io.write_result(self.output, result, self.dataset, config=self.effective, overwrite=self.force)
-                if self.every or self.resuming_here:   # the checkpoint follows the result (--resume --epochs)
-                    self.save_checkpoint()
-            else:                                       # stopped by a signal
-                self.save_checkpoint()
-        return Outcome(result=result, reconstruction=rec, output=self.output, checkpoint=self.checkpoint,
+            with hold():
+                if rec.epoch >= cfg.epochs or rec.finished:
+                    result = rec.result()
+                    try:
+                        io.write_result(self.output, result, self.dataset, config=self.effective,
+                                        overwrite=self.force)
+                    except Exception as err:     # noqa: BLE001 - a full disk, EIO, a file that appeared, ...
+                        raise self._fail("result", self.output, err, result) from err
+                    if self.every or self.resuming_here:   # the checkpoint follows the result (--resume --epochs)
+                        try:
+                            self.save_checkpoint()
+                        except OSError as err:
+                            self.note(f"warning: the result is complete, but the checkpoint {self.checkpoint} "
+                                      f"could not be updated ({_reason(err)})")
+                else:                                       # stopped by a signal
+                    try:
+                        self.save_checkpoint()
+                    except Exception as err:     # noqa: BLE001
+                        failure = self._fail("checkpoint", self.checkpoint, err)
+                        if failure.saved is None:
+                            raise failure from err
+                        self.note(f"note: {failure}")
+                        saved = failure.saved
+            signum = None if stop is None else stop.signum      # read last: a signal during the write counts
+        return Outcome(result=result, reconstruction=rec, output=self.output, checkpoint=saved,
                        data=self.data, start_epoch=self.start, stopped_by=signum, seconds=time.perf_counter() - t0)
+
+
+def _reason(err) -> str:
+    """Why a write failed, without the file name the caller already gives: "No space left on device"."""
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    return str(err) or type(err).__name__
 
 
 def reconstruct_file(data=None, **options) -> Outcome:

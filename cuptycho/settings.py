@@ -346,6 +346,13 @@ class Config:
         of `TV`, `AmplitudeRange`, `ProbePower`, `EarlyStop`, `Constraints`); None: off.
         tv.start_epoch delays the TV until the object has structure (the TV of a flat start is
         tiny, which makes the first weights large).
+    max_divergences, divergence_factor : after an epoch, a divergence restores the best state so far
+        and halves every step size; more than max_divergences of them end the run as diverged (the
+        best state kept). A divergence is a non-finite loss or parameter, a loss above
+        divergence_factor x the lowest since the run's start or the loss's last change (a loss
+        switch, the TV's start; never below 1 / divergence_factor of the loss there), or a probe
+        power x object transmission more than divergence_factor**2 away from the data's counts per
+        pattern (and the initial model's). inf: only non-finite values count.
     progress : called after every epoch with the epoch's record (a dict); returning True stops.
     profile : synchronise at stage boundaries so Result.timings attributes time exactly.
     metrics_every : with a known truth, compare with it every this many epochs (and at the first
@@ -373,6 +380,7 @@ class Config:
     constraints: dict = option(dict, TableOf(Constraints), example={"renormalise": True})
     early_stop: dict | None = option(None, Maybe(TableOf(EarlyStop)), example={"patience": 5})
     max_divergences: int = option(5, Int(low=0), example=2)
+    divergence_factor: float = option(10.0, Custom(lambda c, k, v: _above_one(c, k, v)), example=20.0)
     seed: int = option(0, Int(low=0), example=3)
     backend: str = option("auto", Choice(BACKENDS), example="cpu")
     dtype: str = option("complex64", Choice(DTYPES), example="complex128")
@@ -392,6 +400,13 @@ class Config:
             raise ValueError(f"pie settings {sorted(self.pie)} apply to the PIE engines, but engine is "
                              f"{self.engine!r}")
         return self
+
+
+def _above_one(c, key, v):
+    v = Real()(c, key, v)
+    if not v > 1:
+        c.fail(key, f"must be > 1 (inf: only non-finite values count as a divergence), got {v!r}")
+    return v
 
 
 def _callable(c, key, v):

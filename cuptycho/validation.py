@@ -443,3 +443,78 @@ class TableOf:
 
     def __call__(self, c, key, v):
         return table_value(c, key, self.cls, v)
+
+
+# --------------------------------------------------------------------------- sizes a scan implies
+# A scan's patches cover at most J Ny Nx object pixels (no overlap at all); a raster without overlap
+# spans at most about 4 times that, real scans (overlap 60-80 %) a small fraction. Beyond this factor
+# a position is wrong (units, a stray value), not a sparse scan; the object would be mostly unlit.
+SCAN_COVERAGE = 16
+
+
+def _length(metres) -> str:
+    for unit, scale in (("m", 1.0), ("mm", 1e-3), ("um", 1e-6)):
+        if metres >= scale:
+            return f"{metres / scale:.3g} {unit}"
+    return f"{metres / 1e-9:.3g} nm"
+
+
+def scan_extent(arr, patch_shape, *, pixel_size=None):
+    """(J, 2) positions (object pixels) whose patches span no more than `SCAN_COVERAGE` times the
+    pixels the J patterns measure; else ValueError naming the positions far from the median (with
+    their distance in metres when `pixel_size` is known), or the spacing when none stands apart."""
+    pos = np.asarray(arr, dtype=np.float64)
+    _finite("positions", pos)
+    (ny, nx), j = patch_shape, pos.shape[0]
+    span = np.ptp(pos, axis=0)
+    area, measured = (span[0] + ny) * (span[1] + nx), j * ny * nx
+    if area <= SCAN_COVERAGE * measured:
+        return pos
+    head = (f"the scan spans {span[0]:.4g} x {span[1]:.4g} object pixels: its patches' extent of {area:.3g} pixels "
+            f"is more than {SCAN_COVERAGE} times the {measured:.3g} pixels its {j} pattern(s) of {ny} x {nx} "
+            "measure (a scan without any overlap spans at most about 4 times)")
+    centre = np.median(pos, axis=0)
+    offset = pos - centre
+    dist = np.hypot(offset[:, 0], offset[:, 1])
+    reach = math.sqrt(SCAN_COVERAGE * measured) / 2        # half the side of the widest square scan allowed
+    far = [int(i) for i in np.argsort(-dist, kind="stable") if dist[i] > reach]
+    if len(far) * 2 > j:                                 # most of the scan: a scale, not a stray position
+        raise ValueError(f"{head}; no position stands apart: neighbours are about {math.sqrt(area / j):.3g} px apart "
+                         f"for patterns of {ny} x {nx}. Check the positions' units and the pixel size")
+    try:
+        step = None if pixel_size is None else np.asarray(geometry.pixel_pair(pixel_size))
+    except ValueError:                                     # checked where it is used; here only a courtesy
+        step = None
+    items = []
+    for i in far[:3]:
+        metres = "" if step is None else f" ({_length(float(np.hypot(*(offset[i] * step))))})"
+        items.append(f"positions[{i}] = ({pos[i, 0]:.7g}, {pos[i, 1]:.7g}) px, {dist[i]:.4g} px{metres} "
+                     "from the median position")
+    more = f" and {len(far) - 3} more" if len(far) > 3 else ""
+    raise ValueError(f"{head}; {len(far)} position(s) lie far from the others: {'; '.join(items)}{more}. Check the "
+                     "positions (their units, the pixel size) or leave those patterns out (frames)")
+
+
+def margin(value, patch_shape) -> int:
+    """The object's margin around a derived scan: an integer in [0, SCAN_COVERAGE x the probe's size]."""
+    m = integer("margin", value, low=0)
+    top = SCAN_COVERAGE * max(patch_shape)
+    if m > top:
+        raise ValueError(f"margin = {m} pixels is more than {SCAN_COVERAGE} times the probe's {max(patch_shape)}: "
+                         "an object border that size is never lit")
+    return m
+
+
+def object_extent(obj_shape, n_patterns, patch_shape, margin_px=0) -> tuple[int, int]:
+    """An explicit (H, W): positive integers, no more than `SCAN_COVERAGE` times the pixels the patterns
+    measure plus the probe and margin (the rest could never be lit); else ValueError naming obj_shape."""
+    h, w = integer_pair("obj_shape", obj_shape)
+    ny, nx = patch_shape
+    measured = n_patterns * ny * nx
+    allowed = SCAN_COVERAGE * measured + (ny + 2 * margin_px + 1) * (nx + 2 * margin_px + 1)
+    if h * w > allowed:
+        raise ValueError(f"obj_shape ({h}, {w}) is {h * w:.3g} pixels, more than {SCAN_COVERAGE} times the "
+                         f"{measured:.3g} pixels its {n_patterns} pattern(s) of {ny} x {nx} measure (plus the probe "
+                         "and margin): most of it could never be lit. Give a smaller obj_shape, or none to size the "
+                         "object from the scan")
+    return h, w

@@ -38,3 +38,14 @@ def assert_kernel_close(actual, expected, field_dtype, rtol_scale=1.0):
     actual, expected = to_host(actual), np.asarray(expected)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(np.abs(expected).max(), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def farfield_known_probe():
+    """The small far-field simulation as a Dataset that carries the true probe (module-scoped)."""
+    from cuptycho import simulate
+
+    exp = simulate.preset("small_farfield", seed=1)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    return ds

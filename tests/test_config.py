@@ -30,7 +30,7 @@ def everything() -> Config:
         amplitude_range={"low": 0.1, "high": 1.0, "weight": 2.0}, probe_power={"weight": 0.1, "target": 5e6},
         constraints={"orthogonalize_probe": True, "recentre_probe": True, "zero_probe_phase": False,
                      "renormalise": True, "phase_range": (-1.0, 1.0), "amplitude_range": (0.0, 1.5)},
-        early_stop={"patience": 5, "min_delta": 1e-4}, max_divergences=2, seed=3, backend="cpu",
+        early_stop={"patience": 5, "min_delta": 1e-4}, max_divergences=2, divergence_factor=20.0, seed=3, backend="cpu",
         dtype="complex128", profile=True, metrics_every=4)
 
 

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 
-import cuptycho
 from cuptycho import engine, model, ops, settings, simulate
 from cuptycho import Config, Group, reconstruct
 

@@ -14,7 +14,7 @@ FLOORS = [
     # ground: the standard library, devices, array-free helpers
     {"_version", "atomic", "backend", "geometry", "_build", "_nvrtc", "fft"},
     # the model's pieces: the reference (oracle), the launchers, argument checks, units, schedules
-    {"reference", "validation", "units", "schedules", "registration", "launchers", "launchers._core",
+    {"reference", "validation", "units", "schedules", "registration", "budget", "launchers", "launchers._core",
      "launchers.adam", "launchers.exitwave", "launchers.likelihood", "launchers.pie", "launchers.propagate",
      "launchers.sampling"},
     # the model on the kernels, the dispatch, and what works on arrays with them; the containers

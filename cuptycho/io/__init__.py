@@ -25,6 +25,10 @@ sample pixel size and the positions in pixels are derived after cropping and bin
 
 Every problem with a file (unreadable, truncated, missing keys, counts that do not match, NaN frames,
 missing geometry) is a `DataError` (a ValueError) whose message names the file and the problem.
+Sizes are checked before anything is read: an array whose header claims more than its file stores
+uncompressed, or more than the memory budget (`cuptycho.budget`, ``CUPTYCHO_MEMORY_LIMIT``), a frame
+selection that selects nothing, and a scan far larger than its patterns cover are DataErrors naming
+the array and its claimed shape, the option, or the stray positions.
 Every writer is atomic (`cuptycho.atomic`, re-exported here) and refuses to replace an existing file unless
 ``overwrite=True``.
 """

@@ -6,11 +6,12 @@ pixel sizes and positions, the far/near-field defaults are applied and the sampl
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
-from .. import units, validation
+from .. import budget, units, validation
 from ..dataset import Dataset
 
 # geometry a reader takes from the file or from keywords (plus "energy", which becomes the wavelength)
@@ -30,6 +31,59 @@ class DataError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{self.path}: {problem}")
+
+
+def claimed_bytes(path, what, shape, dtype, *, file_bytes=None, memory=True) -> int:
+    """The bytes an array of `shape` and `dtype` takes, checked before it is read: a DataError naming
+    `what` and the claimed shape when an uncompressed store (`file_bytes`, the size of the file that
+    holds it) is too small to hold it (a damaged header, a truncated file) or, with `memory`, the
+    memory budget is (`cuptycho.budget`)."""
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize     # Python ints: no overflow
+    claim = f"{what} claims shape {tuple(int(s) for s in shape)} {np.dtype(dtype)}"
+    if file_bytes is not None and nbytes > file_bytes:
+        raise DataError(path, f"{claim} ({budget.format_bytes(nbytes)} uncompressed) but the file holds only "
+                              f"{budget.format_bytes(file_bytes)}: its header is damaged or the file is truncated")
+    if not memory:
+        return nbytes
+    try:
+        budget.require(nbytes, claim + ": reading it")
+    except budget.MemoryBudgetError as err:
+        raise DataError(path, str(err)) from None
+    return nbytes
+
+
+def npz_header(z, key):
+    """(shape, dtype, stored bytes) of member `key` of a NumPy archive (an NpzFile) from its .npy header
+    alone, or None when the member is not a .npy of a version read here. KeyError if absent."""
+    name = f"{key}.npy"
+    if name not in z.zip.namelist():
+        if key not in z.zip.namelist():
+            raise KeyError(key)
+        return None
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with z.zip.open(name) as fh:
+        reader = readers.get(np.lib.format.read_magic(fh))
+        if reader is None:
+            return None
+        shape, _, dtype = reader(fh)
+    return shape, dtype, z.zip.getinfo(name).file_size
+
+
+def npz_member(path, z, key):
+    """Member `key` of a NumPy archive, its header checked first (`claimed_bytes`: the bytes the
+    archive stores for it, the memory budget). KeyError if absent; OSError / ValueError if damaged."""
+    header = npz_header(z, key)
+    if header is not None:
+        claimed_bytes(path, repr(key), header[0], header[1], file_bytes=header[2])
+    return z[key]
+
+
+def load_npy(path):
+    """A .npy file's array, its header checked against the file's size and the memory budget first
+    (a memory map reads only the header and refuses a file too short for it)."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    claimed_bytes(path, "the array", mapped.shape, mapped.dtype)
+    return np.array(mapped)
 
 
 def scalar(value):

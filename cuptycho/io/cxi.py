@@ -31,11 +31,15 @@ translation is the sample's, the probe moves by its negative). Keywords override
 Reconstruction results in the ptychodus layout are written and read by `cuptycho.io.results`.
 
 Every write is atomic (`cuptycho.atomic`) and refuses to replace an existing file unless
-``overwrite=True``.
+``overwrite=True``. HDF5 files are written through `create_hdf5`, which turns a full disk or an I/O
+error into the OSError the system gave, with the file closed.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
+import math
 import os
 from pathlib import Path
 
@@ -44,7 +48,7 @@ import numpy as np
 from .. import units, validation
 from ..atomic import atomic_path
 from ..dataset import Dataset
-from ._common import DataError, combine_masks, reader_dataset, scalar
+from ._common import DataError, claimed_bytes, combine_masks, reader_dataset, scalar
 from .pipeline import Pipeline, check_options
 
 CXI_VERSION = 160
@@ -79,7 +83,22 @@ def node(f, path):
         return None
 
 
+def stored_bytes(dset):
+    """The size of the file that holds `dset` when it is stored there uncompressed (its declared size
+    must fit in it), else None: filters, external or virtual storage give no bound."""
+    try:
+        plist = dset.id.get_create_plist()
+        if plist.get_nfilters() or plist.get_external_count() or dset.is_virtual:
+            return None
+        return os.path.getsize(dset.file.filename)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _read(path, dset, what, sel=()):
+    """dset[sel]; a whole read (``sel == ()``) is bounded first by the file's size and the memory budget."""
+    if sel == ():
+        claimed_bytes(path, f"{dset.name} ({what})", dset.shape or (), dset.dtype, file_bytes=stored_bytes(dset))
     try:
         return dset[sel]
     except (OSError, ValueError, TypeError) as err:
@@ -90,8 +109,12 @@ def _float_value(path, f, key, what):
     d = node(f, key)
     if d is None:
         return None
-    try:
-        v = float(np.asarray(_read(path, d, what)).reshape(-1)[0])
+    if getattr(d, "size", 1) == 0:
+        raise DataError(path, f"{key} ({what}) is empty")
+    try:                                       # the first value only: a scalar needs no more of the file
+        v = float(np.asarray(_read(path, d, what, (0,) * len(d.shape) if d.shape else ())).reshape(-1)[0])
+    except DataError:
+        raise
     except (TypeError, ValueError, IndexError):
         raise DataError(path, f"{key} ({what}) is not a number") from None
     try:
@@ -119,6 +142,11 @@ def _translations(path, f, entry, n, translation_path):
         d = node(f, key)
         if d is None:
             continue
+        shape = getattr(d, "shape", None)
+        if shape is None or not (len(shape) == 2 and ((shape[0] == n and shape[1] in (2, 3)) or
+                                                      (shape[1] == n and shape[0] in (2, 3)))):
+            raise DataError(path, f"{n} patterns but the translations at {key} have shape {shape} "
+                                  f"(expected ({n}, 3), or (3, {n}) as PyNX writes)")
         t = np.asarray(_read(path, d, "translations"), dtype=np.float64)
         unit = scalar(d.attrs.get("units", "m")) if hasattr(d, "attrs") else "m"
         try:
@@ -138,10 +166,10 @@ def _translations(path, f, entry, n, translation_path):
     return None, None
 
 
-def _group_value(g, name):
+def _group_value(path, g, name):
     if g is None or name not in g:
         return None
-    v = g[name][()]
+    v = _read(path, g[name], f"the stored {name}")
     return scalar(v) if np.ndim(v) == 0 or isinstance(v, bytes) else np.asarray(v)
 
 
@@ -207,7 +235,7 @@ def read_cxi(path, *, entry=None, geometry_kind=None, focus_distance=None, propa
         translations, tkey = _translations(path, f, e, n, translation_path)
         stored = _own_group(path, f, e, n)
         weights = stored["weights"] if stored["weights"] is not None else _mask(path, f, e, n, frame, mask_bits)
-        pipe = Pipeline(path, n, frame, dset.dtype, **preprocess)
+        pipe = Pipeline(path, n, frame, dset.dtype, source=dset.name, **preprocess)
 
         def read(sel):
             return _read(path, dset, "diffraction data", (0,) * lead + (sel,))
@@ -251,6 +279,11 @@ def _patterns(path, f, e, data_path):
         lead += 1
     if len(shape) - lead != 3 or 0 in shape:
         raise DataError(path, f"{dset.name} must hold (J, Ny, Nx) patterns, got shape {shape}")
+    # a header claiming more than the file holds is refused before any read (the memory the reading
+    # takes is the pipeline's to check: it reads slabs, maybe of a few frames)
+    stored = stored_bytes(dset)
+    if stored is not None and math.prod(shape) * dset.dtype.itemsize > stored:
+        claimed_bytes(path, f"{dset.name} (diffraction data)", shape, dset.dtype, file_bytes=stored)
     return dset, lead, shape[lead], shape[lead + 1:]
 
 
@@ -287,7 +320,7 @@ def _basis(path, f, det):
 def _own_group(path, f, e, n) -> dict:
     """What `write_cxi` stored in our group (None where absent; NaN focus distance and z count as absent)."""
     g = node(f, f"{e}/{GROUP}")
-    stored = {k: _group_value(g, k) for k in ("positions", "propagator", "geometry_kind", "focus_distance",
+    stored = {k: _group_value(path, g, k) for k in ("positions", "propagator", "geometry_kind", "focus_distance",
                                               "pixel_size", "z", "padding", "margin", "obj_shape", "weights",
                                               "probe")}
     if stored["positions"] is not None and np.shape(stored["positions"]) != (n, 2):
@@ -306,9 +339,10 @@ def _mask(path, f, e, n, frame, mask_bits):
     m = node(f, f"{e}/data_1/mask") if m is None else m
     if m is None:
         return None
+    if getattr(m, "shape", None) not in (tuple(frame), (n, *frame)):     # before reading it
+        raise DataError(path, f"{m.name} has shape {getattr(m, 'shape', None)}; expected {tuple(frame)} or "
+                              f"{(n, *frame)}")
     bits = np.asarray(_read(path, m, "mask"))
-    if bits.shape not in (tuple(frame), (n, *frame)):
-        raise DataError(path, f"{m.name} has shape {bits.shape}; expected {tuple(frame)} or {(n, *frame)}")
     bad = (bits & mask_bits) != 0 if mask_bits is not None else bits != 0
     return (~bad).astype(np.float32)
 
@@ -323,6 +357,104 @@ def now() -> str:
 def write_str(group, name, value):
     """A string dataset `name` in `group`."""
     group.create_dataset(name, data=str(value))
+
+
+class _DiskFile(io.RawIOBase):
+    """The file HDF5 writes through (h5py's "fileobj" driver): after the first failed write it drops
+    every later one (reporting it done) and keeps the error, so HDF5 can still close the file.
+
+    Why: on its own driver, once a write has failed (a full disk), HDF5 cannot close the file: every
+    close retries the failing flush, and the half-closed file crashes the interpreter when it is
+    finally freed (SIGSEGV), after its temporary file has been deleted."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.fh = open(path, "w+b", buffering=0)
+        self.error = None
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=0):
+        return self.fh.seek(pos, whence)
+
+    def tell(self):
+        return self.fh.tell()
+
+    def readinto(self, buffer):
+        return self.fh.readinto(buffer)
+
+    def write(self, buffer):
+        view = memoryview(buffer).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):           # a short write (the disk filling up) is finished or fails
+                    done += self.fh.write(view[done:])
+            except OSError as err:
+                self.error = err
+                raise
+        return len(view)
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self.fh.truncate(size)
+            except OSError as err:
+                self.error = err
+                raise
+        return size
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if not self.closed:
+            try:
+                self.fh.close()
+            except OSError as err:               # a network file system may report a full disk only now
+                self.error = self.error or err
+            super().close()
+
+
+@contextlib.contextmanager
+def create_hdf5(path):
+    """A new HDF5 file at `path`, open for writing, always closed on leaving the ``with`` block.
+
+    A failed write (full disk, I/O error) raises the system's OSError (ENOSPC, EIO, ...) once the file
+    is closed, so `cuptycho.atomic` can delete it safely; other exceptions propagate unchanged."""
+    h5py = h5py_module()
+    disk = _DiskFile(path)
+    try:
+        f = h5py.File(disk, "w")
+    except BaseException:
+        disk.close()
+        if disk.error is not None:
+            raise disk.error from None
+        raise
+    failure = None
+    try:
+        yield f
+    except BaseException as err:
+        failure = err
+    for _ in range(3):                           # a close that failed on a write succeeds once writes are dropped
+        try:
+            f.close()
+            break
+        except Exception as err:
+            failure = failure or err
+    del f
+    disk.close()
+    if disk.error is not None and not isinstance(failure, (KeyboardInterrupt, SystemExit)):
+        raise disk.error from None
+    if failure is not None:
+        raise failure
 
 
 def new_entry(f):
@@ -351,7 +483,7 @@ def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: s
     if not isinstance(dataset, Dataset):
         raise TypeError(f"write_cxi needs a cuptycho.Dataset, got {type(dataset).__name__}")
     n, ny, nx = dataset.data.shape
-    with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, overwrite=overwrite) as tmp, create_hdf5(tmp) as f:
         e, src, det = new_entry(f)
         if dataset.wavelength is not None:
             src.create_dataset("energy", data=dataset.energy)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import DataError
+from ._common import DataError, claimed_bytes
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -25,6 +25,13 @@ def _tifffile():
 
 def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _check_page(path, page, what):
+    """Refuse an uncompressed page whose header claims more pixels than its file holds (a damaged
+    header would otherwise make the reader allocate what it claims)."""
+    if page.compression == 1:                                 # COMPRESSION.NONE
+        claimed_bytes(path, what, page.shape, page.dtype, file_bytes=Path(path).stat().st_size, memory=False)
 
 
 def tiff_files(folder) -> list[Path]:
@@ -52,6 +59,7 @@ class TiffFrames:
                 first = tifffile.TiffFile(self.files[0])
                 with first:
                     page = first.pages[0]
+                    _check_page(self.files[0], page, "the TIFF")
                     self.frame_shape, self.dtype = tuple(page.shape), page.dtype
                 self.n = len(self.files)
             else:
@@ -66,7 +74,9 @@ class TiffFrames:
                     self.n, self.frame_shape = 1, shape
                 elif len(shape) == 3 and len(pages) == shape[0]:
                     self.n, self.frame_shape = shape[0], shape[1:]
-                elif len(shape) == 3:                # one page holding the whole stack
+                elif len(shape) == 3:                # one page holding the whole stack: read whole, bounded first
+                    _check_page(self.path, pages[0], "the TIFF's page")
+                    claimed_bytes(self.path, "the TIFF's page", shape, series.dtype)
                     self._stack = series.asarray()
                     self.n, self.frame_shape = shape[0], shape[1:]
                 else:
@@ -78,6 +88,7 @@ class TiffFrames:
                     if not ends or max(ends) > size:
                         raise DataError(self.path, f"truncated or corrupt TIFF: the data of page {j} lie beyond "
                                                    f"the end of the file ({size} bytes)")
+                    _check_page(self.path, page, f"page {j} of the TIFF")
         except DataError:
             self.close()
             raise
@@ -93,9 +104,17 @@ class TiffFrames:
             if self._stack is not None:
                 a = self._stack[j]
             elif self.files is not None:
-                a = _tifffile().imread(self.files[j])
+                with _tifffile().TiffFile(self.files[j]) as tif:   # its header checked before its pixels are read
+                    page = tif.pages[0]
+                    if tuple(page.shape) != self.frame_shape:
+                        raise DataError(self.path, f"frame {j} ({self.files[j]}) has shape {tuple(page.shape)}, "
+                                                   f"the first {self.frame_shape}")
+                    _check_page(self.files[j], page, "the TIFF")
+                    a = tif.asarray()
             else:
                 a = self._tif.pages[j].asarray()
+        except DataError:
+            raise
         except (OSError, ValueError, IndexError) as err:
             name = self.files[j] if self.files is not None else self.path
             raise DataError(name, f"cannot read frame {j} ({err})") from None
@@ -123,4 +142,5 @@ class TiffFrames:
 def read_frames(path) -> np.ndarray:
     """All frames of a multipage TIFF or a TIFF folder as one (J, Ny, Nx) array (dark frames, masks)."""
     with TiffFrames(path) as src:
+        claimed_bytes(src.path, "the TIFF", (src.n, *src.frame_shape), src.dtype)    # read whole: bounded first
         return src.read(slice(None))

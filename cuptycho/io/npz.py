@@ -40,6 +40,7 @@ file (in memory up to 64 MiB, on disk beyond), never into one large bytes object
 from __future__ import annotations
 
 import bz2
+import math
 import os
 import shutil
 import tempfile
@@ -52,7 +53,7 @@ from .. import preprocess as prep
 from .. import validation
 from ..atomic import atomic_path
 from ..dataset import Dataset
-from ._common import DataError, combine_masks, reader_dataset, scalar
+from ._common import DataError, combine_masks, npz_header, npz_member, reader_dataset, scalar
 from .pipeline import Pipeline, check_options
 
 _SCALARS = ("wavelength", "energy", "detector_distance", "focus_distance", "z", "margin", "geometry_kind",
@@ -78,8 +79,11 @@ def _open_archive(path):
 
 
 def _member(path, z, key):
+    """A member, its header checked against what the archive stores and the memory budget before it is read."""
     try:
-        return z[key]
+        return npz_member(path, z, key)
+    except DataError:
+        raise
     except KeyError:
         raise DataError(path, f"missing key {key!r} (the archive has {sorted(z.files)})") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -104,7 +108,7 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
     p = Path(os.fspath(path))
     raw, stored, tike = _load_members(p, preprocess)
     n, frame = raw.shape[0], raw.shape[1:]
-    pipe = Pipeline(p, n, frame, raw.dtype, **preprocess)
+    pipe = Pipeline(p, n, frame, raw.dtype, source="'data'", **preprocess)
     data, sat = pipe.run(lambda sel: raw[sel])
     mask = stored.get("mask")
     if mask is not None:
@@ -229,7 +233,14 @@ def info_npz(path) -> str:
     with _open_archive(p) as zf:
         kind = "tike layout" if is_tike(zf.files) else "cuptycho .npz layout" if "data" in zf.files else "NumPy archive"
         lines = [f"{os.fspath(p)}: NumPy archive ({kind})"]
-        for key in zf.files:
+        for key in zf.files:                      # shapes from the headers: no member is read whole for this
+            try:
+                header = npz_header(zf, key)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                raise DataError(p, f"cannot read {key!r}: the archive is damaged ({err})") from None
+            if header is not None and math.prod(header[0]) > 4:
+                lines.append(f"  {key}: {tuple(header[0])} {header[1]}")
+                continue
             a = _member(p, zf, key)
             desc = f"{a.shape} {a.dtype}"
             if a.size <= 4:

@@ -6,14 +6,15 @@ subtracts the dark, un-shifts, crops and bins on the way (the array operations o
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .. import preprocess, units, validation
-from ._common import DataError
+from .. import budget, preprocess, units, validation
+from ._common import DataError, load_npy, npz_member
 from .frames import read_frames
 
 CHUNK_BYTES = 64 * 2**20          # raw bytes per slab read from a file
@@ -28,16 +29,57 @@ def check_options(reader: str, options: dict) -> None:
         raise TypeError(f"{reader} got unexpected keyword(s) {sorted(unknown)}")
 
 
+def _frames_text(frames) -> str:
+    """The frames option as a user wrote it: a slice by its parts (TOML's {start = 100}), else as given."""
+    if isinstance(frames, slice):
+        parts = [f"{k} = {v}" for k, v in (("start", frames.start), ("stop", frames.stop), ("step", frames.step))
+                 if v is not None]
+        return "{" + ", ".join(parts) + "}"
+    return repr(frames)
+
+
+def _selected(frames, n_frames: int) -> int:
+    """How many frames `frames` selects, counted without listing them (a header may claim billions)."""
+    if frames is None:
+        return n_frames
+    if isinstance(frames, slice):
+        try:
+            return len(range(n_frames)[frames])
+        except (TypeError, ValueError):                      # frame_indices says what is wrong
+            return 0
+    return int(np.size(frames))
+
+
+def _output_pixels(frame_shape, crop, bin) -> int:
+    """Pixels per output frame after cropping and binning, as far as the options can be read yet (>= 1)."""
+    try:
+        shape = frame_shape if crop is None else validation.integer_pair("crop", crop)
+        fy, fx = validation.integer_pair("bin", bin)
+    except ValueError:                                        # reported where the options are checked
+        return 1
+    return max(1, (min(shape[0], frame_shape[0]) // fy) * (min(shape[1], frame_shape[1]) // fx))
+
+
 def frame_indices(path, frames, n_frames: int) -> np.ndarray:
-    """The requested frames (None: all; a slice; a sequence of indices) as an int64 array."""
+    """The requested frames (None: all; a slice; a sequence of indices) as an int64 array; a selection
+    of no frame is a DataError naming the option and the number of frames in the file."""
     if frames is None:
         return np.arange(n_frames)
     if isinstance(frames, slice):
-        return np.arange(n_frames)[frames]
+        try:
+            idx = np.arange(n_frames)[frames]
+        except (TypeError, ValueError) as err:              # non-integer parts, a zero step
+            raise DataError(path, f"frames {_frames_text(frames)} is not a valid selection ({err})") from None
+        if idx.size == 0:
+            raise DataError(path, f"frames {_frames_text(frames)} selects no frame: the file has {n_frames} "
+                                  f"frame(s), 0 to {n_frames - 1}")
+        return idx
     idx = np.asarray(frames)
+    if idx.ndim == 1 and idx.size == 0:
+        raise DataError(path, f"frames {_frames_text(frames)} selects no frame: the file has {n_frames} frame(s)")
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
         raise DataError(path, f"frames must be a slice or a sequence of integer indices, got {frames!r}")
-    if idx.size == 0 or np.any(idx < -n_frames) or np.any(idx >= n_frames):
+    if np.any(idx < -n_frames) or np.any(idx >= n_frames):
         raise DataError(path, f"frames must select indices in [0, {n_frames}) (the file has {n_frames} frames)")
     return np.where(idx < 0, idx + n_frames, idx).astype(np.int64)
 
@@ -51,13 +93,13 @@ def load_dark(path, dark):
     p = Path(dark)
     try:
         if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
+            return load_npy(p)
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 key = "dark" if "dark" in z.files else z.files[0] if len(z.files) == 1 else None
                 if key is None:
                     raise DataError(p, f"no 'dark' array among {z.files}")
-                return z[key]
+                return npz_member(p, z, key)
         return read_frames(p)
     except DataError:
         raise
@@ -76,9 +118,18 @@ class Pipeline:
     """
 
     def __init__(self, path, n_frames, frame_shape, raw_dtype, *, frames=None, dark=None, fftshift=False,
-                 crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES):
+                 crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES, source="the data"):
         self.path = path
         self.frame_shape = tuple(int(s) for s in frame_shape)
+        # `source` names the array in messages: the memory checks say what the file claims
+        self.claim = f"{source} claims shape {(int(n_frames), *self.frame_shape)} {np.dtype(raw_dtype)}"
+        centre_sum = 8 if isinstance(center, str) else 0          # a float64 frame summing the data
+        frame_bytes = math.prod(self.frame_shape) * (np.dtype(raw_dtype).itemsize + 4)
+        self._require(frame_bytes + math.prod(self.frame_shape) * centre_sum, "reading one frame")
+        count = _selected(frames, n_frames)                 # before the frames are listed: 8 bytes each
+        copies = 1 if saturation is None else 2
+        self._require(count * (8 + 4 * copies * _output_pixels(self.frame_shape, crop, bin)) + frame_bytes,
+                      f"reading {count} frame(s)")
         self.indices = frame_indices(path, frames, n_frames)
         try:
             self.dark = None if dark is None else preprocess.dark_frame(load_dark(path, dark), self.frame_shape)
@@ -88,9 +139,16 @@ class Pipeline:
             raise DataError(path, str(err)) from None
         self.fftshift, self.crop, self.center = bool(fftshift), crop, center
         self.window = None
-        itemsize = max(np.dtype(raw_dtype).itemsize, 4)
-        self.slab = max(1, int(chunk_bytes) // (itemsize * int(np.prod(self.frame_shape))))
+        self.itemsize = np.dtype(raw_dtype).itemsize
+        self.slab = max(1, int(chunk_bytes) // (max(self.itemsize, 4) * math.prod(self.frame_shape)))
         self.n_negative, self.min_value = 0, 0.0
+
+    def _require(self, nbytes, doing):
+        """DataError naming the claimed shape when `doing` needs more memory than the budget allows."""
+        try:
+            budget.require(nbytes, f"{self.claim}: {doing}")
+        except budget.MemoryBudgetError as err:
+            raise DataError(self.path, str(err)) from None
 
     @property
     def changes_sampling(self) -> bool:
@@ -157,6 +215,10 @@ class Pipeline:
         if self.crop is not None:
             self._place_window(read)
         out_shape = self._resample(np.zeros((1, *self.frame_shape), np.float32)).shape[1:]
+        copies = 1 if self.saturation is None else 2
+        slab = min(self.slab, self.indices.size) * math.prod(self.frame_shape) * (self.itemsize + 4)
+        self._require(copies * 4 * self.indices.size * math.prod(out_shape) + slab,
+                      f"reading {self.indices.size} frame(s) into {out_shape[0]} x {out_shape[1]} float32")
         data = np.empty((self.indices.size, *out_shape), dtype=np.float32)
         sat = None if self.saturation is None else np.empty_like(data)
         bad = []

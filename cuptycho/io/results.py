@@ -33,7 +33,7 @@ from ..atomic import atomic_path
 from ..dataset import Dataset
 from ..result import Result
 from ._common import DataError, scalar
-from .cxi import FORMAT, GROUP, h5py_module, new_entry, node, now, open_hdf5, write_str
+from .cxi import FORMAT, GROUP, create_hdf5, h5py_module, new_entry, node, now, open_hdf5, write_str
 
 
 def _json(value) -> str:
@@ -93,7 +93,7 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
     pixel = None
     if dataset is not None and dataset.pixel_size is not None:
         pixel = validation.length_pair("pixel_size", dataset.pixel_size)
-    with atomic_path(path, overwrite=overwrite) as tmp, h5py_module().File(tmp, "w") as f:
+    with atomic_path(path, overwrite=overwrite) as tmp, create_hdf5(tmp) as f:
         e, src, det = new_entry(f)
         if dataset is not None and dataset.wavelength is not None:
             src.create_dataset("energy", data=dataset.energy)

@@ -199,7 +199,8 @@ def read_tiff(path, positions=None, *, position_units=None, mask=None, probe=Non
         meta = src.metadata.get("cuptycho", {}) if isinstance(src.metadata.get("cuptycho"), dict) else {}
         # positions first: a missing or mismatched positions file is reported before the frames are read
         values, unit = _positions(p, positions, position_units, src.n)
-        pipe = Pipeline(p, src.n, src.frame_shape, src.dtype, **preprocess)
+        pipe = Pipeline(p, src.n, src.frame_shape, src.dtype, source="the TIFF folder" if p.is_dir() else "the TIFF",
+                        **preprocess)
         data, sat = pipe.run(src.read)
         frame_shape = tuple(src.frame_shape)
     fields = {"mask": combine_masks(pipe.transform_mask(_mask(p, mask, pipe.indices, frame_shape)), sat),
