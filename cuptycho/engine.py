@@ -29,45 +29,11 @@ import time
 import numpy as np
 
 from . import backend as backends
-from . import budget, checkpoint, constraints, initial, metrics, ops, reference, regularisers, schedules, validation
+from . import budget, checkpoint, constraints, initial, metrics, ops, reference, regularisers, validation
 from .backend import to_host
+from .optimiser import Adam
 from .result import Result
-from .settings import (AmplitudeRange, Config, Constraints, EarlyStop, Group, ProbePower, TV, batch_size,
-                       loss_plan, table)
-
-
-# --------------------------------------------------------------------------- optimiser state
-
-class _Adam:
-    """Adam state of one parameter group (moments per real component, MATH.md)."""
-
-    def __init__(self, param, group: Group, device, unit=1.0):
-        self.group, self.device, self.unit = group, device, unit
-        self.m, self.v = ops.adam_state(param)
-        self.step_count = 0
-        self.schedule = schedules.from_spec(group.schedule)
-        self.lr_scale = 1.0                    # halved after each divergence
-
-    @property
-    def lr(self):
-        return self.group.lr * self.schedule.factor * self.lr_scale * self.unit
-
-    def update_rows(self, param, grad, idx):
-        """Adam on rows `idx` of a host array (the positions of one minibatch), their moments only.
-
-        The step count is global (SparseAdam semantics): bias correction fades after a few batches.
-        """
-        self.step_count += 1
-        rows, m, v = param[idx], self.m[idx], self.v[idx]
-        ops.adam_step("numpy", rows, grad, m, v, step=self.step_count, lr=self.lr, betas=self.group.betas,
-                      eps=self.group.eps)
-        param[idx], self.m[idx], self.v[idx] = rows, m, v
-
-    def update(self, param, grad):
-        """One Adam step of `param` in place (rows of a larger array: pass contiguous copies)."""
-        self.step_count += 1
-        ops.adam_step(self.device, param, grad, self.m, self.v, step=self.step_count, lr=self.lr,
-                      betas=self.group.betas, eps=self.group.eps)
+from .settings import AmplitudeRange, Config, Constraints, EarlyStop, ProbePower, TV, batch_size, loss_plan, table
 
 
 # --------------------------------------------------------------------------- the engine
@@ -138,7 +104,7 @@ class Reconstruction(checkpoint.Resumable):
         if dataset.truth.get("object") is not None:
             self.scanned = self.illuminated()          # the region lit by the initial scan and probe
         probe_rms = float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2)))
-        self.opt = {name: _Adam(p, getattr(config, name), self.device if name not in ("positions", "z") else "numpy",
+        self.opt = {name: Adam(p, getattr(config, name), self.device if name not in ("positions", "z") else "numpy",
                                 unit=probe_rms if name == "probe" else 1.0)
                     for name, p in self._groups().items()}
 

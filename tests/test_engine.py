@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cuptycho import engine, model, ops, settings, simulate
+from cuptycho import engine, model, ops, optimiser, settings, simulate
 from cuptycho import Config, Group, reconstruct
 
 
@@ -55,8 +55,8 @@ def test_engine_adam_matches_the_reference_formulation():
     rng = np.random.default_rng(0)
     param = (rng.standard_normal((3, 5)) + 1j * rng.standard_normal((3, 5))).astype(np.complex128)
     a, b = param.copy(), param.copy()
-    opt_kernel = engine._Adam(a, Group(lr=0.1), "cpu")
-    opt_ref = engine._Adam(b, Group(lr=0.1), "numpy")
+    opt_kernel = optimiser.Adam(a, Group(lr=0.1), "cpu")
+    opt_ref = optimiser.Adam(b, Group(lr=0.1), "numpy")
     for _ in range(5):
         g = rng.standard_normal(param.shape) + 1j * rng.standard_normal(param.shape)
         opt_kernel.update(a, g)

@@ -18,8 +18,8 @@ FLOORS = [
      "launchers.adam", "launchers.exitwave", "launchers.likelihood", "launchers.pie", "launchers.propagate",
      "launchers.sampling"},
     # the model on the kernels, the dispatch, and what works on arrays with them; the containers
-    {"model", "ops", "regularisers", "constraints", "metrics", "preprocess", "images", "probes", "scans", "objects",
-     "dataset", "result"},
+    {"model", "ops", "optimiser", "regularisers", "constraints", "metrics", "preprocess", "images", "probes", "scans",
+     "objects", "dataset", "result"},
     # the public functions, initial guesses, the simulator, files, the option schema
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings"},
