@@ -227,7 +227,7 @@ class Resumable:
             "history": self.history, "events": self.events, "timings": self.timings,
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
-                       "z_rel": self.z_rel.copy()},
+                       "z_rel": self.z_rel.copy(), **({"affine": self.affine.copy()} if "scan" in self.opt else {})},
             "optimisers": {},
         }
         for name, opt in self.opt.items():
@@ -247,6 +247,8 @@ class Resumable:
         """The arrays of this run's state: name -> (shape, dtype kind)."""
         specs = {"object": (self.obj.shape, "c"), "probe": (self.probe.shape, "c"),
                  "correction": (self.correction.shape, "f"), "z_rel": (self.z_rel.shape, "f")}
+        if "scan" in self.opt:
+            specs["affine"] = ((2, 2), "f")
         for name, opt in self.opt.items():
             specs[f"{name}.m"], specs[f"{name}.v"] = (opt.m.shape, opt.m.dtype.kind), (opt.v.shape, opt.v.dtype.kind)
         return specs
@@ -301,9 +303,11 @@ class Resumable:
         self.probe = dev(arrays["probe"].astype(self.dtype))
         self.correction = arrays["correction"].astype(np.float64)
         self.z_rel = arrays["z_rel"].astype(np.float64)
+        if "affine" in arrays:
+            self.affine = arrays["affine"].astype(np.float64)
         for name, opt in self.opt.items():
             o = state["optimisers"][name]
-            host = name in ("positions", "z")
+            host = name in ("positions", "scan", "z")
             opt.m = arrays[f"{name}.m"] if host else dev(arrays[f"{name}.m"])
             opt.v = arrays[f"{name}.v"] if host else dev(arrays[f"{name}.v"])
             opt.step_count, opt.lr_scale, opt.unit = int(o["step"]), float(o["lr_scale"]), float(o["unit"])

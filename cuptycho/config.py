@@ -29,7 +29,7 @@ option whose default is "off" (None) is switched on by giving it)::
     profile = false
     metrics_every = 10
 
-    [object]                      # also [object_modes], [probe], [positions], [z]
+    [object]                      # also [object_modes], [probe], [positions], [scan], [z]
     enabled = true
     start_epoch = 0
     lr = 0.1

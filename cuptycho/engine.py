@@ -46,7 +46,7 @@ class Reconstruction(checkpoint.Resumable):
 
     ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
-    SNAPSHOT = ("obj", "probe", "correction", "z_rel", "opt", "loss_scale", "scaled_for")
+    SNAPSHOT = ("obj", "probe", "correction", "affine", "z_rel", "opt", "loss_scale", "scaled_for")
     DIVERGED = "diverged too often"           # the reason of the "stopped" event of a diverged run
 
     @classmethod
@@ -80,6 +80,9 @@ class Reconstruction(checkpoint.Resumable):
         self.mask = dev(np.ascontiguousarray(mask, dtype=self.real))
         self.nominal = np.ascontiguousarray(dataset.positions, dtype=np.float64)       # host: tiny
         self.correction = np.zeros_like(self.nominal)
+        # the scan model: positions = nominal + affine (nominal - centre) + correction; the affine (a 2 x 2
+        # change of the scan's scale, rotation and shear about its centre) is refined with [scan]
+        self.affine, self.scan_centre = np.zeros((2, 2)), self.nominal.mean(axis=0)
         self.obj = dev(self._initial_object())
         self.probe = dev(self._initial_probe())
         self.z0 = dataset.z
@@ -104,8 +107,9 @@ class Reconstruction(checkpoint.Resumable):
         if dataset.truth.get("object") is not None:
             self.scanned = self.illuminated()          # the region lit by the initial scan and probe
         probe_rms = float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2)))
-        self.opt = {name: Adam(p, getattr(config, name), self.device if name not in ("positions", "z") else "numpy",
-                                unit=probe_rms if name == "probe" else 1.0)
+        host = ("positions", "scan", "z")                  # small parameters stepped on the host
+        self.opt = {name: Adam(p, getattr(config, name), "numpy" if name in host else self.device,
+                               unit=probe_rms if name == "probe" else 1.0)
                     for name, p in self._groups().items()}
 
     # ---- initial guesses
@@ -187,15 +191,22 @@ class Reconstruction(checkpoint.Resumable):
         groups = {"object": self.obj[:1], "probe": self.probe, "positions": self.correction, "z": self.z_rel}
         if self.obj.shape[0] > 1:
             groups["object_modes"] = self.obj[1:]
+        if self.cfg.scan.enabled:                 # absent otherwise: checkpoints of runs without it are unchanged
+            groups["scan"] = self.affine
         return groups
 
     def positions(self):
-        return np.ascontiguousarray(self.nominal + self.correction)
+        return np.ascontiguousarray(self.batch_positions(slice(None)))
 
     def batch_positions(self, idx):
         """Current positions of the patterns `idx` (host, C-contiguous), without forming all of them:
         a sequential engine asks once per position."""
-        return self.nominal[idx] + self.correction[idx]
+        nominal = self.nominal[idx]
+        return nominal + (nominal - self.scan_centre) @ self.affine.T + self.correction[idx]
+
+    def scan_matrix(self):
+        """The refined linear map of the scan about its centre, I + affine (identity: unrefined)."""
+        return np.eye(2) + self.affine
 
     def z(self):
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
@@ -239,6 +250,8 @@ class Reconstruction(checkpoint.Resumable):
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
         wanted = {"object", "probe"} | {g for g in ("positions", "z") if self._active(g, epoch)}
+        if self._active("scan", epoch):
+            wanted.add("positions")
         value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
         with ops.stage(profile, "optimiser", self.device):
             return self._update(idx, epoch, value, grads)
@@ -257,8 +270,13 @@ class Reconstruction(checkpoint.Resumable):
             self.opt["object_modes"].update(self.obj[1:], _scaled(grads["object"][1:], scale))
         if self._active("probe", epoch):
             self.opt["probe"].update(self.probe, _scaled(grads["probe"], scale))
+        if self._active("scan", epoch):           # dL/dA = sum_j dL/dp_j (nominal_j - centre)^T
+            g = scale * to_host(grads["positions"])
+            self.opt["scan"].update(self.affine, np.ascontiguousarray(g.T @ (self.nominal[idx] - self.scan_centre)))
         if self._active("positions", epoch):
             self._update_positions(idx, scale * to_host(grads["positions"]))
+        elif self._active("scan", epoch):
+            self._clip_positions()
         if self._active("z", epoch):
             self.opt["z"].update(self.z_rel, np.array([scale * grads["z"] * self.z0]))
         return scale * value
@@ -275,7 +293,16 @@ class Reconstruction(checkpoint.Resumable):
             np.clip(self.correction, -limit, limit, out=self.correction)
         ny, nx = self.probe.shape[-2:]
         high = np.array([self.obj.shape[1] - ny, self.obj.shape[2] - nx], dtype=np.float64)
-        self.correction[...] = np.clip(self.nominal + self.correction, 0, high) - self.nominal
+        total = self.positions()
+        self.correction += np.clip(total, 0, high) - total
+
+    def absorb_affine(self):
+        """Move the part of the corrections an affine map of the scan explains into `affine` (least
+        squares about the centre): the positions stay, the corrections keep only what is local."""
+        d = self.nominal - self.scan_centre
+        fit, *_ = np.linalg.lstsq(d, self.correction - self.correction.mean(axis=0), rcond=None)   # corr ~ d B
+        self.affine += fit.T
+        self.correction -= d @ fit
 
     # ---- the loop
     def snapshot(self):
@@ -354,6 +381,7 @@ class Reconstruction(checkpoint.Resumable):
     def record(self, epoch, loss, size, seconds, profile):
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
+               "scan_matrix": self.scan_matrix().tolist(),
                "lr": {k: o.lr for k, o in self.opt.items()}}
         if self.ds.truth and (epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1):
             rec.update(self.metrics())
@@ -412,6 +440,8 @@ class Reconstruction(checkpoint.Resumable):
             for opt in self.opt.values():
                 opt.schedule.step(loss)
             self.apply_constraints()
+            if self._active("scan", epoch) and self._active("positions", epoch):
+                self.absorb_affine()
             self.adapt_tv(loss)
             rec = self.record(epoch, loss, size, time.perf_counter() - t0, profile)
             self._pending = (self.snapshot(), epoch)
@@ -518,7 +548,8 @@ class Reconstruction(checkpoint.Resumable):
     def result(self) -> Result:
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
-                      config=_config_dict(self.cfg), device=self.device)
+                      config=_config_dict(self.cfg), device=self.device,
+                      scan_matrix=self.scan_matrix() if "scan" in self.opt else None)
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""

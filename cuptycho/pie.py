@@ -88,6 +88,9 @@ class PIEReconstruction(Reconstruction):
         if losses != {"gaussian"}:
             raise ValueError(f"the {config.engine} engine's Fourier-magnitude update is the gaussian loss's: loss must "
                              f"be 'gaussian', got {config.loss!r} (other likelihoods need engine = 'gradient')")
+        if config.scan.enabled:
+            raise ValueError(f"scan (the affine scan model) needs engine = 'gradient'; the {config.engine} engine "
+                             "refines each position on its own: set scan.enabled = false")
         if config.z.enabled:
             raise ValueError(f"z refinement needs engine = 'gradient' (the {config.engine} engine refines the object, "
                              "the probe and the positions): set z.enabled = false")

@@ -18,6 +18,7 @@ class Result:
     timings: dict
     config: dict
     device: str
+    scan_matrix: np.ndarray | None = None    # I + A of the refined scan model ([scan]); None: not refined
 
     @property
     def loss(self):

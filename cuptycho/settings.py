@@ -337,6 +337,13 @@ class Config:
         engines, whose batch > 1 is the parallel variant.
     loss : a name, or [(epoch, name), ...] switching loss at those epochs; at a switch the new loss
         is scaled so the object gradient's norm is continuous (`Result.events` records the factor).
+    object, object_modes, probe, positions, scan, z : the parameter groups (`Group`). scan refines
+        an affine map of the whole scan about its centre (scale, rotation, shear: positions =
+        nominal + A (nominal - centre) + corrections; lr per Adam step in units of A, 1e-3 = 0.1%
+        scale); with positions on too, the corrections' affine part moves into A after each epoch,
+        so they keep only what is local. Refine the scan first (positions.start_epoch later than
+        scan.start_epoch): started together on a featureless object, the corrections lock into a
+        wrong minimum that holds A back. Gradient engine only.
     position_l1 : weight of an L1 penalty on the position corrections (pixels).
     max_position_correction : largest |correction| per axis in pixels (None: only the object's
         edges limit it: corrected patches always stay on the object).
@@ -367,6 +374,7 @@ class Config:
     object_modes: Group = _group(lr=1e-2)
     probe: Group = _group(enabled=False, lr=1e-2)
     positions: Group = _group(enabled=False, lr=5e-2)      # PIE engines: one Adam step per position per epoch
+    scan: Group = _group(enabled=False, lr=1e-3)           # the affine map of the whole scan (gradient engine)
     z: Group = _group(enabled=False, lr=1e-3)
     position_l1: float = option(0.0, Real(low=0.0), example=0.01)
     max_position_correction: float | None = option(None, Maybe(Real(positive=True)), example=3.0)

@@ -173,8 +173,9 @@ def test_divergence_factor_is_an_option(farfield_known_probe):
     rec = create(farfield_known_probe, quick(epochs=2, object=Group(lr=1e9), divergence_factor=math.inf))
     assert rollbacks(rec.run()) == []
     # a tighter factor catches a smaller jump
-    rec = create(farfield_known_probe, quick(epochs=3, probe=Group(lr=0.02, schedule={"kind": "step", "every": 1, "gamma": 1e3}),
-                                 divergence_factor=2.0))
+    blow_up = {"kind": "step", "every": 1, "gamma": 1e3}
+    rec = create(farfield_known_probe, quick(epochs=3, probe=Group(lr=0.02, schedule=blow_up),
+                                             divergence_factor=2.0))
     assert rollbacks(rec.run())
 
 

@@ -12,7 +12,8 @@ when no pixel size is known), ``source_1/energy``, ``detector_1/distance``, ``pr
 loss epochs and values). Our own group ``/entry_1/cuptycho`` holds what cuptycho needs to resume
 or report: ``object`` and ``probe`` (all modes), ``positions`` and ``positions_nominal`` (pixels),
 ``z``, ``loss`` (per epoch), ``history``, ``timings``, ``events`` and ``config`` (JSON strings),
-``device``. `read_result` reads our group back.
+``device``, and ``scan_matrix`` (I + A of the refined scan model, when [scan] refined it).
+`read_result` reads our group back.
 
 Every write is atomic (`cuptycho.atomic`) and refuses to replace an existing file unless
 ``overwrite=True``.
@@ -110,6 +111,9 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
             g.create_dataset("positions_nominal", data=np.asarray(dataset.positions, dtype=np.float64))
         z = _attr(result, "z")
         g.create_dataset("z", data=np.nan if z is None else float(z))
+        scan_matrix = _attr(result, "scan_matrix")
+        if scan_matrix is not None:               # the refined affine map of the scan about its centre
+            g.create_dataset("scan_matrix", data=np.asarray(scan_matrix, dtype=np.float64))
         g.create_dataset("loss", data=np.array([b for _, b in losses], dtype=np.float64))
         if pixel is not None:
             g.create_dataset("pixel_size", data=np.asarray(pixel))
@@ -175,6 +179,7 @@ def read_result(path):
                 "history": json.loads(scalar(g["history"][()])), "events": json.loads(scalar(g["events"][()])),
                 "timings": json.loads(scalar(g["timings"][()])), "config": json.loads(scalar(g["config"][()])),
                 "device": scalar(g["device"][()]),
+                "scan_matrix": g["scan_matrix"][()] if "scan_matrix" in g else None,
             }
         except (KeyError, OSError, ValueError) as err:
             raise DataError(path, f"damaged cuptycho result group ({err})") from None
