@@ -29,11 +29,13 @@ import time
 import numpy as np
 
 from . import backend as backends
-from . import budget, checkpoint, constraints, initial, metrics, ops, reference, regularisers, validation
+from . import (budget, checkpoint, constraints, initial, metrics, ops, position_search, reference, regularisers,
+               validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
-from .settings import AmplitudeRange, Config, Constraints, EarlyStop, ProbePower, TV, batch_size, loss_plan, table
+from .settings import (AmplitudeRange, Config, Constraints, EarlyStop, PositionSearch, ProbePower, TV, batch_size,
+                       loss_plan, table)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -66,6 +68,7 @@ class Reconstruction(checkpoint.Resumable):
         self.ds, self.cfg = dataset, config
         self.tv = table(TV, config.tv)
         self.early_stop = table(EarlyStop, config.early_stop)
+        self.position_search = table(PositionSearch, config.position_search)
         self.constraints = table(Constraints, config.constraints)
         self.device = backends.resolve(config.backend)
         budget.check(dataset, config, batch=self.batch_spec(), device=self.device)    # before allocating
@@ -440,6 +443,7 @@ class Reconstruction(checkpoint.Resumable):
             for opt in self.opt.values():
                 opt.schedule.step(loss)
             self.apply_constraints()
+            position_search.maybe_search(self, epoch)
             if self._active("scan", epoch) and self._active("positions", epoch):
                 self.absorb_affine()
             self.adapt_tv(loss)
@@ -581,9 +585,8 @@ class Reconstruction(checkpoint.Resumable):
             self.obj[...] = constraints.clamp_amplitude(self.obj, *c.amplitude_range)
 
     def _finite(self):
-        xp = self.xp
-        return bool(xp.all(xp.isfinite(self.obj))) and bool(xp.all(xp.isfinite(self.probe))) and \
-            bool(np.all(np.isfinite(self.correction))) and bool(np.all(np.isfinite(self.z_rel)))
+        return all(bool(self.xp.all(self.xp.isfinite(a))) for a in (self.obj, self.probe)) and \
+            all(bool(np.all(np.isfinite(a))) for a in (self.correction, self.affine, self.z_rel))
 
 
 def _scaled(grad, scale):

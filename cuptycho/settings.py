@@ -209,6 +209,18 @@ class EarlyStop:
     min_delta: float = option(1e-4, Real(low=0.0), example=1e-3)
 
 
+@dataclass
+class PositionSearch:
+    """Every `every` epochs from `start_epoch` (while positions are refined), each position's pattern
+    loss at shifts on a grid of spacing `step` within `radius` pixels, and a move to the best when it
+    lowers that loss by more than `min_gain` (relative): a capture range beyond the gradient's."""
+    start_epoch: int = option(10, Int(low=0), example=20)
+    every: int = option(10, Int(low=1), example=25)
+    radius: float = option(8.0, Real(positive=True), example=16.0)
+    step: float = option(1.0, Real(positive=True), example=2.0)
+    min_gain: float = option(0.1, Real(low=0.0), example=0.2)
+
+
 def _amplitude_pair(c, key, v):
     out = Pair(ordered=True)(c, key, v)
     if out[0] < 0:
@@ -345,6 +357,8 @@ class Config:
         scan.start_epoch): started together on a featureless object, the corrections lock into a
         wrong minimum that holds A back. Gradient engine only.
     position_l1 : weight of an L1 penalty on the position corrections (pixels).
+    position_search : a grid search of each position's shift (`PositionSearch`; None: off), for
+        positions too far off for the gradient (`cuptycho.position_search`).
     max_position_correction : largest |correction| per axis in pixels (None: only the object's
         edges limit it: corrected patches always stay on the object).
     init_probe : "dataset" (Dataset.probe), "data" (from the mean pattern, DAP) or
@@ -387,6 +401,7 @@ class Config:
     probe_power: dict | None = option(None, Maybe(TableOf(ProbePower)), example={"weight": 0.1})
     constraints: dict = option(dict, TableOf(Constraints), example={"renormalise": True})
     early_stop: dict | None = option(None, Maybe(TableOf(EarlyStop)), example={"patience": 5})
+    position_search: dict | None = option(None, Maybe(TableOf(PositionSearch)), example={"radius": 16.0})
     max_divergences: int = option(5, Int(low=0), example=2)
     divergence_factor: float = option(10.0, Custom(lambda c, k, v: _above_one(c, k, v)), example=20.0)
     seed: int = option(0, Int(low=0), example=3)
