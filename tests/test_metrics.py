@@ -186,3 +186,23 @@ def test_bad_inputs_raise(rng):
         metrics.z_error(np.nan, 1.0)
     with pytest.raises(ValueError, match="constant"):
         metrics.ssim(np.abs(a), np.ones((32, 32)))
+
+
+@pytest.mark.parametrize("border", ["flat", "noise", "ramp"])
+def test_registration_uses_the_masked_region_not_the_unlit_border(border):
+    """Was: whole-image registration locked onto a reconstruction's unlit region (noise, a phase ramp)
+    and reported 0.04-0.1 for an object that matches to 0.99 where it is lit."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    n = 200
+    smooth = lambda width: gaussian_filter(rng.standard_normal((n, n)), width)          # noqa: E731
+    truth = 1 + 5 * (smooth(2) + 1j * smooth(2))
+    yy, xx = np.mgrid[:n, :n]
+    lit = (np.abs(yy - 100) < 25) & (np.abs(xx - 100) < 25)
+    outside = {"flat": np.ones((n, n)), "ramp": 3 * np.exp(0.3j * xx),
+               "noise": 20 * (smooth(4) + 1j * smooth(4))}[border]
+    estimate = np.where(lit, 0.8 * np.exp(0.4j) * registration.fourier_shift(truth, np.array([1.3, -0.7])), outside)
+    _, shift = metrics.align(estimate, truth, mask=lit)
+    np.testing.assert_allclose(shift, [1.3, -0.7], atol=0.03)
+    assert metrics.correlation(estimate, truth, mask=lit) > 0.85
