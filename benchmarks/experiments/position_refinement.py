@@ -66,6 +66,7 @@ RANDOM_RMS = 10.0           # px
 OUTLIER_FRACTION, OUTLIER_RANGE = 0.10, (15.0, 30.0)
 SCALE, DEGREES = 1.02, 1.0
 FAR = 2.0                   # px
+STAR_PAD = 40               # px added around the star's object
 
 EPOCHS = 150
 POS_LR, POS_START = 1.0, 5
@@ -230,6 +231,9 @@ def star(seeds, epochs, frames=None, verbose=True):
     ds = cio.load(STAR)
     if frames is not None:
         ds = ds.replace(data=ds.data[:frames], positions=ds.positions[:frames])
+    # the file's scan sits 4 px from the object's edge: pad the object by STAR_PAD px on every side so
+    # that the perturbed positions stay on it
+    ds = ds.replace(positions=ds.positions + STAR_PAD, obj_shape=tuple(int(n) + 2 * STAR_PAD for n in ds.obj_shape))
     t0 = time.perf_counter()
     ref = cuptycho.reconstruct(ds, star_config(epochs, 0))
     t_ref = time.perf_counter() - t0
@@ -269,6 +273,7 @@ COLUMNS = [("case", "case", "s"), ("config", "config", "s"), ("rms", "rms", ".2f
 
 
 def main(argv=None):
+    global PROBE, PROBE_WIDTH
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=RAW)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=None, help=f"default {EPOCHS}; 40 with --quick")
@@ -281,10 +286,9 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", default=None)
     parser.add_argument("--probe", choices=("known", "blind"), default="known",
                         help="known: start from the true probe (refined); blind: init_probe='data' (refined)")
-    parser.add_argument("--probe-width", type=float, default=PROBE_WIDTH)
+    parser.add_argument("--probe-width", type=float, default=32.0)
     args = parser.parse_args(argv)
     epochs = args.epochs or (40 if args.quick else EPOCHS)
-    global PROBE, PROBE_WIDTH
     PROBE, PROBE_WIDTH = args.probe, args.probe_width
     rows = []
     t0 = time.perf_counter()
