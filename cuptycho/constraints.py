@@ -4,7 +4,8 @@ The ptychographic model has exact ambiguities: a unitary mix of probe modes, a c
 translation of probe and object, a global phase or a scale moved from the object to the probe
 all leave the data unchanged. The functions here fix these gauges (`orthogonalize_modes`,
 `recentre_probe`, `zero_probe_phase`, `renormalise`) without changing any modelled intensity,
-and apply the physical bounds `clamp_phase` / `clamp_amplitude` (which do change it).
+and apply the physical bounds `clamp_phase` / `clamp_amplitude` and the probe's support
+`apply_probe_support` (which do change it).
 
 Array-generic: NumPy in, NumPy out; CuPy in, CuPy out. Nothing is copied to the host and
 nothing synchronises the device, except the small checks of `renormalise`'s weights.
@@ -22,7 +23,7 @@ from .registration import fourier_shift
 from .validation import COMPLEX_DTYPES
 
 __all__ = ["orthogonalize_modes", "recentre_probe", "zero_probe_phase", "renormalise",
-           "clamp_phase", "clamp_amplitude"]
+           "clamp_phase", "clamp_amplitude", "probe_window", "apply_probe_support"]
 
 
 def _field(name, arr):
@@ -261,3 +262,26 @@ def clamp_amplitude(obj, low, high):
     nonzero = amp > 0
     scale = xp.where(nonzero, clipped / xp.where(nonzero, amp, 1), 0).astype(amp.dtype)
     return (obj * scale + xp.where(nonzero, 0, clipped).astype(amp.dtype)).astype(obj.dtype)
+
+
+# --------------------------------------------------------------------------- probe support
+
+def probe_window(shape, radius, width=0.1, dtype=np.float64):
+    """A soft support for the probe window (Ny, Nx): 1 within `radius`, then exp(-((r - radius) / width)^2),
+    r the distance from the window's centre in units of half its size per axis (1 at the middle of
+    an edge, sqrt(2) in a corner). radius 0.9 keeps a disc just inside the edges and damps the corners."""
+    if not (radius > 0 and width > 0):
+        raise ValueError(f"probe support: radius and width must be positive, got {radius!r}, {width!r}")
+    ny, nx = shape
+    y = (np.arange(ny) - (ny - 1) / 2) / (ny / 2)
+    x = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
+    r = np.hypot(y[:, None], x[None, :])
+    return np.where(r <= radius, 1.0, np.exp(-(((r - radius) / width) ** 2))).astype(dtype)
+
+
+def apply_probe_support(probe, radius, width=0.1):
+    """The probe multiplied by `probe_window`: power that drifts into the window's corners (where a real
+    illumination has none, but the data barely constrain it) is damped each time this runs."""
+    xp, probe = _field("probe", probe)
+    window = xp.asarray(probe_window(probe.shape[-2:], radius, width, _real(probe.dtype)))
+    return probe * window

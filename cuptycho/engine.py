@@ -570,11 +570,9 @@ class Reconstruction(checkpoint.Resumable):
         if c.orthogonalize_probe:
             self.probe[...] = constraints.orthogonalize_modes(self.probe)
         if c.recentre_probe:
-            probe, obj, _ = constraints.recentre_probe(self.probe, self.obj)
-            self.probe[...], self.obj[...] = probe, obj
+            self.probe[...], self.obj[...] = constraints.recentre_probe(self.probe, self.obj)[:2]
         if c.zero_probe_phase:
-            probe, obj = constraints.zero_probe_phase(self.probe, self.obj)
-            self.probe[...], self.obj[...] = probe, obj
+            self.probe[...], self.obj[...] = constraints.zero_probe_phase(self.probe, self.obj)
         if c.renormalise:
             lit = self.illuminated().astype(self.real)          # weights: renormalise takes no bool mask
             obj, probe, _ = constraints.renormalise(self.obj, self.probe, backends.to_device(self.device, lit))
@@ -583,6 +581,8 @@ class Reconstruction(checkpoint.Resumable):
             self.obj[...] = constraints.clamp_phase(self.obj, *c.phase_range)
         if c.amplitude_range:
             self.obj[...] = constraints.clamp_amplitude(self.obj, *c.amplitude_range)
+        if c.probe_support:
+            self.probe[...] = constraints.apply_probe_support(self.probe, c.probe_support)
 
     def _finite(self):
         return all(bool(self.xp.all(self.xp.isfinite(a))) for a in (self.obj, self.probe)) and \

@@ -238,6 +238,8 @@ class Constraints:
     renormalise: bool = option(False, Bool(), example=True)
     phase_range: tuple | None = option(None, Maybe(Pair(ordered=True)), example=(-1.0, 1.0))
     amplitude_range: tuple | None = option(None, Maybe(Custom(_amplitude_pair)), example=(0.0, 1.5))
+    # the probe multiplied by a soft disc of this radius (half the window = 1; the corners at 1.41)
+    probe_support: float | None = option(None, Maybe(Real(positive=True)), example=0.9)
 
 
 @dataclass
