@@ -207,10 +207,6 @@ class Reconstruction(checkpoint.Resumable):
         nominal = self.nominal[idx]
         return nominal + (nominal - self.scan_centre) @ self.affine.T + self.correction[idx]
 
-    def scan_matrix(self):
-        """The refined linear map of the scan about its centre, I + affine (identity: unrefined)."""
-        return np.eye(2) + self.affine
-
     def z(self):
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
 
@@ -300,10 +296,13 @@ class Reconstruction(checkpoint.Resumable):
         self.correction += np.clip(total, 0, high) - total
 
     def absorb_affine(self):
-        """Move the part of the corrections an affine map of the scan explains into `affine` (least
-        squares about the centre): the positions stay, the corrections keep only what is local."""
-        d = self.nominal - self.scan_centre
-        fit, *_ = np.linalg.lstsq(d, self.correction - self.correction.mean(axis=0), rcond=None)   # corr ~ d B
+        """Move the corrections' affine part (about the centre) into `affine`, fitted again without the positions
+        it explains worst (outliers pulled a plain fit); the positions stay, the corrections keep what is local."""
+        d, c = self.nominal - self.scan_centre, self.correction - np.median(self.correction, axis=0)
+        fit = np.linalg.lstsq(d, c, rcond=None)[0]
+        miss = np.linalg.norm(c - d @ fit, axis=1)
+        keep = miss <= 3 * np.median(miss) + 0.5
+        fit = np.linalg.lstsq(d[keep], c[keep], rcond=None)[0] if keep.sum() >= 3 else fit
         self.affine += fit.T
         self.correction -= d @ fit
 
@@ -384,7 +383,7 @@ class Reconstruction(checkpoint.Resumable):
     def record(self, epoch, loss, size, seconds, profile):
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
-               "scan_matrix": self.scan_matrix().tolist(),
+               "scan_matrix": (np.eye(2) + self.affine).tolist(),             # I + A: the scan's linear map
                "lr": {k: o.lr for k, o in self.opt.items()}}
         if self.ds.truth and (epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1):
             rec.update(self.metrics())
@@ -553,7 +552,7 @@ class Reconstruction(checkpoint.Resumable):
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
                       config=_config_dict(self.cfg), device=self.device,
-                      scan_matrix=self.scan_matrix() if "scan" in self.opt else None)
+                      scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None)
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""

@@ -122,3 +122,22 @@ def test_the_pie_engines_refuse_the_scan_model():
     ds, _ = distorted()
     with pytest.raises(ValueError, match="scan .* needs engine = 'gradient'"):
         create(ds, Config(engine="epie", scan=Group(enabled=True)))
+
+
+def test_absorbing_the_affine_part_ignores_outliers():
+    """Positions 15-40 px off pulled a plain least-squares fit of the corrections' affine part."""
+    ds, _ = distorted()
+    rec = create(ds, Config(backend="cpu", scan=Group(enabled=True)))
+    d = rec.nominal - rec.scan_centre
+    b = np.array([[0.02, -0.017], [0.017, 0.02]])
+    rng = np.random.default_rng(3)
+    rec.correction[...] = d @ b.T + rng.normal(0, 0.1, d.shape)
+    outliers = rng.choice(len(d), 5, replace=False)
+    rec.correction[outliers] += rng.choice([-1, 1], (5, 2)) * rng.uniform(15, 40, (5, 2))
+    before = rec.positions()
+    plain = np.linalg.lstsq(d, rec.correction - rec.correction.mean(axis=0), rcond=None)[0].T
+    assert np.abs(plain - b).max() > 0.02                          # what the outliers do to a plain fit
+    rec.absorb_affine()
+    np.testing.assert_allclose(rec.affine, b, atol=5e-3)            # 0.1 px noise over a 35 px scan
+    np.testing.assert_allclose(rec.positions(), before, atol=1e-9)
+    assert np.linalg.norm(rec.correction[outliers], axis=1).min() > 10    # outliers stay in their corrections

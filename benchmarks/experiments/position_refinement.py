@@ -18,11 +18,14 @@ Simulated cases (`cuptycho.simulate.simulate`, far field, seeds x 2 objects x 2 
   direction. The object is simulated with a margin of MARGIN px (through `position_error`, whose
   own start positions are discarded) so that the perturbed patches stay on it; the few nominal
   positions that still fall outside [0, H - Ny] are clipped into it (their error is then smaller).
-- Blind probe: `init_probe="data"`, probe refined.
+- Probe: the true probe as the start, refined (`--probe blind` starts from the data's mean
+  pattern: with the 32 px spot the blind far-field start reaches only 0.37 correlation even from
+  the true positions, so it cannot judge position refinement yet).
 
 Configurations (all: gradient engine, gaussian likelihood, batch 8, object lr 0.1, probe lr 0.05,
 EPOCHS epochs), compared against (0) the same run without any position refinement:
-  a  positions only: the README's recipe, [positions] lr POS_LR from epoch POS_START
+  a  positions only, [positions] lr POS_LR from epoch POS_START halved every 40 epochs (the README's
+     recipe, lr 0.1 from epoch 10, left 95 of 121 positions more than 2 px off)
   b  + [scan] (lr SCAN_LR from epoch SCAN_START), positions' own corrections from SCAN_POS_START
   c  + [position_search] (radius SEARCH_RADIUS px, from SEARCH_START every SEARCH_EVERY epochs)
   d  all together
@@ -57,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STAR = ROOT / ".." / "shared" / "data" / "tike_velociprobe_siemens_star" / "siemens-star-small.npz.bz2"
 
 PROBE_WIDTH = 32.0          # px FWHM of the defocused spot: step 9.6 px at 70 % overlap (16 px: step 4.75)
-MARGIN_ERROR = 20.0         # `position_error` handed to the simulator only for its margin: 2 + ceil(3 * 20 / sqrt 2) = 45 px
+MARGIN_ERROR = 20.0         # the simulator's `position_error`, for its margin only: 2 + ceil(3 * 20 / sqrt 2) = 45 px
 OBJECTS = {"camera/astronaut": ("camera", "astronaut"), "brick/coins": ("brick", "coins")}
 GEOMETRIES = {"raster11": dict(scan="raster", scan_size=(11, 11), jitter=1.0),
               "fermat121": dict(scan="fermat", scan_size=121)}
@@ -207,9 +210,10 @@ def simulated(seeds, epochs, cases=None, configs=None, verbose=True):
                     row.update(case=case, config=name, time_rel=row["wall"] / t_ref if t_ref else None)
                     rows.append(row)
                     if verbose:
-                        print(f"  {name:12s} rms {row['rms']:6.2f}  aff {row['rms_affine']:6.2f}  max {row['max']:6.2f}  "
-                              f">{FAR:g}px {row['n_far']:3d}  corr {row['corr']:.4f}  {row['wall']:6.1f} s "
-                              f"(x{row['time_rel']:.2f})  searches moved {row['moved']}", flush=True)
+                        print(f"  {name:12s} rms {row['rms']:6.2f}  aff {row['rms_affine']:6.2f}  "
+                              f"max {row['max']:6.2f}  >{FAR:g}px {row['n_far']:3d}  corr {row['corr']:.4f}  "
+                              f"{row['wall']:6.1f} s (x{row['time_rel']:.2f})  searches moved {row['moved']}",
+                              flush=True)
     return rows
 
 
@@ -219,7 +223,8 @@ def star_config(epochs, seed, refine_positions=True, scan=False, search=None):
     kw = dict(epochs=epochs, batch=32, backend="cpu", seed=seed, loss="gaussian", init_probe="dataset",
               object=Group(lr=0.1), probe=Group(lr=0.05), metrics_every=max(1, epochs - 1))
     if refine_positions:
-        kw["positions"] = Group(enabled=True, lr=POS_LR, start_epoch=SCAN_POS_START if scan else POS_START, schedule=POS_SCHEDULE)
+        kw["positions"] = Group(enabled=True, lr=POS_LR, start_epoch=SCAN_POS_START if scan else POS_START,
+                                schedule=POS_SCHEDULE)
     if scan:
         kw["scan"] = Group(enabled=True, lr=SCAN_LR, start_epoch=SCAN_START)
     if search:
@@ -303,7 +308,9 @@ def main(argv=None):
     print_table(rows, COLUMNS)
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
-        print(f"wrote {write_json(args.json, {'experiment': 'position_refinement', 'rows': rows, 'epochs': epochs, 'machine': machine(), 'argv': vars(args)})}")
+        record = {"experiment": "position_refinement", "rows": rows, "epochs": epochs, "machine": machine(),
+                  "argv": vars(args)}
+        print(f"wrote {write_json(args.json, record)}")
     return rows
 
 
