@@ -413,11 +413,7 @@ class Reconstruction(checkpoint.Resumable):
 
     def illuminated(self):
         """Object pixels the probe lights to at least 10% of the maximum (host bool (H, W))."""
-        power = to_host(self.xp.sum(self.xp.abs(self.probe) ** 2, axis=0)).astype(np.complex128)
-        pos = self.positions()
-        patches = np.broadcast_to(power, (len(pos), 1, *power.shape))
-        ill = reference.patch_adj(np.ascontiguousarray(patches), pos, (1, *self.obj.shape[1:])).real[0]
-        return ill > 0.1 * ill.max()
+        return metrics.illuminated(to_host(self.probe), self.positions(), self.obj.shape[1:], 0.1)
 
     def stop(self):
         """Ask a running `run` to stop after the current epoch (safe from a signal handler)."""

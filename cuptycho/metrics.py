@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import registration
+from . import reference, registration
 
 __all__ = [
     "align", "correlation", "cpcc", "ssim", "fourier_ring_correlation", "frc_resolution",
-    "remove_phase_ramp", "position_errors", "z_error",
+    "remove_phase_ramp", "position_errors", "z_error", "illuminated",
 ]
 
 
@@ -73,6 +73,20 @@ def _energy(name, a, w):
     if e <= 0:
         raise ValueError(f"{name} has zero energy within the mask; the metric is undefined")
     return e
+
+
+# ------------------------------------------------------------------ where to measure
+
+def illuminated(probe, positions, obj_shape, fraction=0.1):
+    """Object pixels (bool (H, W)) the probe, all modes summed, lights to at least `fraction` of the
+    maximum power accumulated over the scan (subpixel positions, the model's bilinear sampling):
+    the region where a reconstruction can be compared with anything."""
+    probe = _host("probe", probe)
+    power = np.sum(np.abs(probe.reshape(-1, *probe.shape[-2:])) ** 2, axis=0).astype(np.complex128)
+    pos = np.ascontiguousarray(_host("positions", positions, ndim=2), dtype=np.float64)
+    patches = np.ascontiguousarray(np.broadcast_to(power, (len(pos), 1, *power.shape)))
+    lit = reference.patch_adj(patches, pos, (1, *tuple(obj_shape)[-2:])).real[0]
+    return lit >= fraction * lit.max()
 
 
 # ------------------------------------------------------------------ correlation and alignment

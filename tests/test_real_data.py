@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import cuptycho
-from cuptycho import Config, Group
+from cuptycho import Config, Group, metrics
 from cuptycho import io as cio
 from cuptycho.engine import Reconstruction
 
@@ -54,17 +54,6 @@ def load_petra(**options):
 
 
 # --------------------------------------------------------------------------- measures
-
-def lit_region(probe, positions, obj_shape, fraction=0.3) -> np.ndarray:
-    """Object pixels the probe (all modes) lights to at least `fraction` of the maximum summed power
-    over the scan (positions rounded to whole pixels: this only selects where to measure)."""
-    power = np.sum(np.abs(np.asarray(probe)) ** 2, axis=0)
-    ny, nx = power.shape
-    lit = np.zeros(obj_shape)
-    for y, x in np.rint(np.asarray(positions)).astype(int):
-        lit[y:y + ny, x:x + nx] += power
-    return lit >= fraction * lit.max()
-
 
 def phase_gradient_energy(obj, region) -> float:
     """High-frequency energy of the object's phase: the mean square of the phase differences between
@@ -117,7 +106,7 @@ def test_petra_nearfield_reconstructs_sharp_object():
 
     # the phase sharpens: measured 0.0157 rad^2 after the first epoch, 0.0326 rad^2 at the end (x2.08)
     # over the 10,576 object pixels lit to >= 30 % of the maximum
-    region = lit_region(result.probe, result.positions, result.object.shape[1:])
+    region = metrics.illuminated(result.probe, result.positions, result.object.shape[1:], 0.3)
     assert region.sum() > 5000
     hf_first = phase_gradient_energy(first, region)
     hf_end = phase_gradient_energy(result.object, region)

@@ -143,15 +143,6 @@ def position_summary(estimate, truth, outliers=None):
     return out
 
 
-def lit_region(probe, positions, obj_shape, fraction=0.3):
-    power = np.sum(np.abs(np.asarray(probe)) ** 2, axis=0)
-    ny, nx = power.shape
-    lit = np.zeros(obj_shape)
-    for y, x in np.rint(np.asarray(positions)).astype(int):
-        lit[y:y + ny, x:x + nx] += power
-    return lit >= fraction * lit.max()
-
-
 # --------------------------------------------------------------------------- simulated cases
 
 def simulate_case(seed, objects, geometry):
@@ -191,7 +182,7 @@ def simulated(seeds, epochs, cases=None, configs=None, verbose=True):
                 if cases is not None and (objects, geometry) not in cases:
                     continue
                 exp, ds, outliers, m = simulate_case(seed, objects, geometry)
-                region = lit_region(exp.probe, exp.positions, exp.obj.shape[-2:])
+                region = metrics.illuminated(exp.probe, exp.positions, exp.obj.shape[-2:], 0.3)
                 start = position_summary(ds.positions, ds.truth["positions"], outliers)
                 case = f"s{seed} {objects} {geometry}"
                 rows.append({"case": case, "config": "start", **start, "step": exp.step,
