@@ -76,7 +76,7 @@ POS_LR, POS_START = 1.0, 5
 POS_SCHEDULE = {"kind": "step", "every": 40, "gamma": 0.5}
 PROBE = "known"             # "known": the true probe as the start (refined); "blind": init_probe="data"
 SCAN_LR, SCAN_START, SCAN_POS_START = 2e-3, 5, 10
-SEARCH_RADIUS, SEARCH_START, SEARCH_EVERY = 32.0, 10, 20
+SEARCH_RADIUS, SEARCH_START, SEARCH_EVERY = 32.0, 40, 30        # the [position_search] defaults
 
 
 def base_config(epochs, seed, **kw) -> dict:
