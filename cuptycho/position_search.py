@@ -37,15 +37,14 @@ def pattern_losses(rec, idx, positions, loss) -> np.ndarray:
     return backends.to_host(terms.reshape(len(idx), -1).sum(axis=1))
 
 
-def _best_shifts(rec, start, cand, loss, chunk, best, best_at):
-    """For every position, the candidate position start + cand with the lowest pattern loss, where it
-    is lower than `best` (updated in place, with `best_at`)."""
-    n = len(start)
+def _best_shifts(rec, start, cand, loss, chunk, best, best_at, rows_searched):
+    """For every position in `rows_searched`, the candidate position start + cand with the lowest pattern
+    loss, where it is lower than `best` (updated in place, with `best_at`)."""
     ny, nx = rec.probe.shape[-2:]
     high = np.array([rec.obj.shape[1] - ny, rec.obj.shape[2] - nx], dtype=np.float64)
     per = max(1, chunk // len(cand))                             # positions per forward call
-    for s in range(0, n, per):
-        rows = np.arange(s, min(s + per, n))
+    for s in range(0, len(rows_searched), per):
+        rows = rows_searched[s:s + per]
         trial = np.clip((start[rows, None, :] + cand[None]).reshape(-1, 2), 0, high)
         values = pattern_losses(rec, np.repeat(rows, len(cand)), trial, loss).reshape(len(rows), len(cand))
         k = np.argmin(values, axis=1)
@@ -54,9 +53,12 @@ def _best_shifts(rec, start, cand, loss, chunk, best, best_at):
         best_at[rows[lower]] = trial.reshape(len(rows), len(cand), 2)[lower, k[lower]]
 
 
-def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: int = 256) -> dict:
+def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: int = 256, misfit: float = 0.0) -> dict:
     """Move each position of `rec` to the grid shift with the lowest pattern loss when it lowers that loss
-    by more than `min_gain` (relative); returns {"moved": count, "largest": px, "gain": median relative}.
+    by more than `min_gain` (relative); returns {"moved": count, "largest": px, "gain": median relative,
+    "searched": count}. With `misfit` > 0 only the positions whose pattern loss exceeds `misfit` times
+    the median are searched (measured: 1.4-1.9x instead of ~5.5x the wall time of a run without
+    position refinement, for a little less recovered).
 
     Coarse to fine: a grid of spacing max(step, radius / 4) first, then `step` within one coarse
     spacing of the best (the pattern loss varies smoothly on the scale of the probe's features):
@@ -66,16 +68,17 @@ def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: i
     now = np.concatenate([pattern_losses(rec, np.arange(s, min(s + chunk, n)), current[s:s + chunk], loss)
                           for s in range(0, n, chunk)])
     best, best_at = now.copy(), current.copy()
+    rows = np.flatnonzero(now > misfit * np.median(now)) if misfit > 0 else np.arange(n)
     coarse = max(step, radius / 4)
-    _best_shifts(rec, current, offsets(radius, coarse), loss, chunk, best, best_at)
+    _best_shifts(rec, current, offsets(radius, coarse), loss, chunk, best, best_at, rows)
     if coarse > step:
-        _best_shifts(rec, best_at.copy(), offsets(coarse, step), loss, chunk, best, best_at)
+        _best_shifts(rec, best_at.copy(), offsets(coarse, step), loss, chunk, best, best_at, rows)
     gain = np.where(now > 0, (now - best) / np.where(now > 0, now, 1), 0.0)
     move = gain > min_gain
     rec.correction[move] += best_at[move] - current[move]
     shift = np.linalg.norm(best_at - current, axis=1)
     return {"moved": int(move.sum()), "largest": float(shift[move].max()) if move.any() else 0.0,
-            "gain": float(np.median(gain[move])) if move.any() else 0.0}
+            "gain": float(np.median(gain[move])) if move.any() else 0.0, "searched": int(len(rows))}
 
 
 def maybe_search(rec, epoch) -> None:
@@ -84,6 +87,6 @@ def maybe_search(rec, epoch) -> None:
     s = rec.position_search
     if s is None or not rec._active("positions", epoch) or epoch < s.start_epoch or (epoch - s.start_epoch) % s.every:
         return
-    found = search(rec, s.radius, s.step, s.min_gain, rec.loss_name(epoch))
+    found = search(rec, s.radius, s.step, s.min_gain, rec.loss_name(epoch), misfit=s.misfit)
     rec._clip_positions()
     rec.events.append({"epoch": epoch, "event": "position_search", **found})

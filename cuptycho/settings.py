@@ -213,7 +213,8 @@ class EarlyStop:
 class PositionSearch:
     """Every `every` epochs from `start_epoch` (while positions are refined), each position's pattern
     loss at shifts on a grid of spacing `step` within `radius` pixels, and a move to the best when it
-    lowers that loss by more than `min_gain` (relative): a capture range beyond the gradient's."""
+    lowers that loss by more than `min_gain` (relative): a capture range beyond the gradient's. With
+    `misfit` > 0, only positions whose pattern loss exceeds misfit x the median are searched."""
     # measured (benchmarks/experiments/position_refinement.py, seed 0): a first search at epoch 10, on an
     # object still poor, moved ~55 positions and left brick/coins rasters at 11 px RMS; from 40 every 30, 5.5
     start_epoch: int = option(40, Int(low=0), example=20)
@@ -221,6 +222,8 @@ class PositionSearch:
     radius: float = option(8.0, Real(positive=True), example=16.0)
     step: float = option(1.0, Real(positive=True), example=2.0)
     min_gain: float = option(0.1, Real(low=0.0), example=0.2)
+    # 0: every position; 3: only those whose pattern loss is over 3x the median (about 3x cheaper)
+    misfit: float = option(0.0, Real(low=0.0), example=3.0)
 
 
 def _amplitude_pair(c, key, v):

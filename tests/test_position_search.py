@@ -50,6 +50,15 @@ def test_with_the_true_object_the_outliers_are_found_and_the_rest_stay():
     np.testing.assert_array_equal(after[others], before[others])
 
 
+def test_with_misfit_only_the_positions_that_stand_out_are_searched():
+    ds, exp = scan_with_outliers(jitter=0.0)
+    rec = create(ds, Config(backend="cpu", fit_probe_scale=False))
+    rec.obj = np.asarray(exp.obj, dtype=rec.dtype).copy()
+    found = position_search.search(rec, radius=14.0, step=1.0, min_gain=0.1, loss="gaussian", misfit=3.0)
+    assert found["moved"] == len(OUTLIERS) and len(OUTLIERS) <= found["searched"] < ds.n_patterns // 4
+    assert errors(rec)[OUTLIERS].max() < 0.7
+
+
 @pytest.mark.parametrize("search", [None, {"start_epoch": 20, "every": 20, "radius": 12.0, "step": 1.0}],
                          ids=["gradient only", "with the search"])
 def test_outliers_stuck_for_the_gradient_are_recovered_by_the_search(search):
