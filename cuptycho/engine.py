@@ -34,8 +34,7 @@ from . import (budget, checkpoint, constraints, initial, metrics, ops, position_
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
-from .settings import (AmplitudeRange, Config, Constraints, EarlyStop, PositionSearch, ProbePower, TV, batch_size,
-                       loss_plan, table)
+from .settings import AmplitudeRange, Config, Constraints, EarlyStop, ProbePower, TV, batch_size, loss_plan, table
 
 
 # --------------------------------------------------------------------------- the engine
@@ -57,6 +56,11 @@ class Reconstruction(checkpoint.Resumable):
         if config.engine not in cls.ENGINES:
             raise ValueError(f"{cls.__name__} runs the engine(s) {cls.ENGINES}, not {config.engine!r}: build it with "
                              "cuptycho.engines.create(dataset, config)")
+        if config.position_search is not None and not config.positions.enabled:
+            raise ValueError("position_search moves the positions, but [positions] enabled = false: enable it")
+        if (config.constraints or {}).get("probe_support") and not config.probe.enabled:
+            raise ValueError("constraints.probe_support cuts the probe each epoch, but [probe] enabled = false: the "
+                             "probe given would be changed, not refined; enable [probe] or leave out probe_support")
 
     def __init__(self, dataset, config: Config):
         config.check()
@@ -68,7 +72,6 @@ class Reconstruction(checkpoint.Resumable):
         self.ds, self.cfg = dataset, config
         self.tv = table(TV, config.tv)
         self.early_stop = table(EarlyStop, config.early_stop)
-        self.position_search = table(PositionSearch, config.position_search)
         self.constraints = table(Constraints, config.constraints)
         self.device = backends.resolve(config.backend)
         budget.check(dataset, config, batch=self.batch_spec(), device=self.device)    # before allocating
@@ -576,7 +579,7 @@ class Reconstruction(checkpoint.Resumable):
             self.obj[...] = constraints.clamp_phase(self.obj, *c.phase_range)
         if c.amplitude_range:
             self.obj[...] = constraints.clamp_amplitude(self.obj, *c.amplitude_range)
-        if c.probe_support:
+        if c.probe_support and self._active("probe", self.epoch):      # not before the probe is refined
             self.probe[...] = constraints.apply_probe_support(self.probe, c.probe_support)
 
     def _finite(self):

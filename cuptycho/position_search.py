@@ -16,6 +16,7 @@ import numpy as np
 
 from . import backend as backends
 from . import ops, reference
+from .settings import PositionSearch, table
 
 
 def offsets(radius: float, step: float) -> np.ndarray:
@@ -84,7 +85,7 @@ def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: i
 def maybe_search(rec, epoch) -> None:
     """`Config.position_search` for the shared loop: every `every` epochs from `start_epoch`, while the
     positions are refined, search and record an event ``position_search`` (moved, largest, gain)."""
-    s = rec.position_search
+    s = table(PositionSearch, rec.cfg.position_search)
     if s is None or not rec._active("positions", epoch) or epoch < s.start_epoch or (epoch - s.start_epoch) % s.every:
         return
     found = search(rec, s.radius, s.step, s.min_gain, rec.loss_name(epoch), misfit=s.misfit)

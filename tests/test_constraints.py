@@ -350,3 +350,18 @@ def test_the_engine_applies_the_probe_support_every_epoch():
     rec.run()
     corner = np.abs(rec.probe[:, :4, :4]) ** 2
     assert corner.sum() < 1e-9 * (np.abs(rec.probe) ** 2).sum()
+
+
+def test_the_probe_support_never_cuts_a_probe_that_is_not_refined():
+    from cuptycho import Config, Group, create, simulate
+
+    exp = simulate.preset("small_farfield", seed=1)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    with pytest.raises(ValueError, match=r"probe_support cuts the probe each epoch, but \[probe\] enabled = false"):
+        create(ds, Config(backend="cpu", constraints={"probe_support": 0.9}))
+    rec = create(ds, Config(epochs=2, backend="cpu", probe=Group(enabled=True, start_epoch=5),
+                            constraints={"probe_support": 0.9}))
+    start = rec.probe.copy()
+    rec.run()
+    np.testing.assert_array_equal(rec.probe, start)            # not before the probe's group starts

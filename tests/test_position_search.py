@@ -75,3 +75,10 @@ def test_outliers_stuck_for_the_gradient_are_recovered_by_the_search(search):
         assert err[OUTLIERS].max() < 0.5 and np.sqrt(np.mean(err ** 2)) < 0.4
         assert [e["epoch"] for e in searches] == [20, 40, 60, 80] and searches[0]["moved"] >= len(OUTLIERS)
         assert result.history[-1]["object_correlation"] > 0.97
+
+
+def test_a_search_without_position_refinement_is_refused():
+    """Was accepted and silently never run: the search runs only while the positions are refined."""
+    ds, _ = scan_with_outliers()
+    with pytest.raises(ValueError, match=r"position_search moves the positions, but \[positions\] enabled = false"):
+        create(ds, Config(backend="cpu", position_search={"radius": 8.0}))

@@ -41,6 +41,8 @@ EVERY_KEY = _every_key()
 # a table key whose example needs a companion to be valid on its own
 COMPANIONS = {"batch.factor": {"start": 8}, "batch.every": {"start": 8}, "batch.max": {"start": 8}}
 ENGINE_OF = {"pie.friction": "mpie", "pie.feedback": "mpie", "pie.momentum_every": "mpie"}
+# options an engine honours only with another group enabled (it refuses them otherwise)
+NEEDS = {"position_search": {"positions": {"enabled": True}}, "constraints.probe_support": {"probe": {"enabled": True}}}
 
 
 def test_the_schema_lists_every_key_once():
@@ -59,6 +61,9 @@ def test_every_key_is_accepted_by_the_file_the_command_line_and_config(key, valu
     doc = {"engine": ENGINE_OF.get(key, "rpie")} if table == "pie" else {}
     if key in COMPANIONS:
         doc[table] = dict(COMPANIONS[key])
+    for prefix, extra in NEEDS.items():
+        if key == prefix or key.startswith(prefix + "."):
+            doc.update(extra)
     # the command line: --set KEY=VALUE, parsed as cli.main parses it, applied over a document
     parsed_key, parsed = C.parse_assignment(f"{key}={_toml_value(value)}")
     assert parsed_key == key
