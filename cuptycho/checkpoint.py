@@ -215,6 +215,8 @@ class Resumable:
     field by field against `validate` and then against the run before anything changes). A mixin of
     the engine (it reads the engine's attributes), kept here beside the format it fills."""
 
+    OPTIONAL_ARRAYS = ("excluded",)      # absent from checkpoints written before it existed: none left out
+
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly: parameters, optimiser and schedule
         states, the minibatch RNG, the loss scale, the TV weight, counters and the history.
@@ -227,7 +229,8 @@ class Resumable:
             "history": self.history, "events": self.events, "timings": self.timings,
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
-                       "z_rel": self.z_rel.copy(), **({"affine": self.affine.copy()} if "scan" in self.opt else {})},
+                       "z_rel": self.z_rel.copy(), **({"affine": self.affine.copy()} if "scan" in self.opt else {}),
+                       **({"excluded": self.excluded.astype(np.float64)} if self.cfg.position_search else {})},
             "optimisers": {},
         }
         for name, opt in self.opt.items():
@@ -249,6 +252,8 @@ class Resumable:
                  "correction": (self.correction.shape, "f"), "z_rel": (self.z_rel.shape, "f")}
         if "scan" in self.opt:
             specs["affine"] = ((2, 2), "f")
+        if self.cfg.position_search:
+            specs["excluded"] = (self.excluded.shape, "f")        # 1: left out of the loss
         for name, opt in self.opt.items():
             specs[f"{name}.m"], specs[f"{name}.v"] = (opt.m.shape, opt.m.dtype.kind), (opt.v.shape, opt.v.dtype.kind)
         return specs
@@ -274,6 +279,8 @@ class Resumable:
             raise ValueError(f"checkpoint holds arrays this run has none of: {sorted(set(arrays) - set(specs))}")
         for name, (shape, kind) in specs.items():
             if name not in arrays:
+                if name in self.OPTIONAL_ARRAYS:
+                    continue
                 raise ValueError(f"checkpoint has no array {name!r}")
             array(f"arrays.{name}", arrays[name], kind, shape=shape)
         for name, opt in self.opt.items():
@@ -305,6 +312,7 @@ class Resumable:
         self.z_rel = arrays["z_rel"].astype(np.float64)
         if "affine" in arrays:
             self.affine = arrays["affine"].astype(np.float64)
+        self.excluded = arrays["excluded"] > 0.5 if "excluded" in arrays else np.zeros(len(self.correction), bool)
         for name, opt in self.opt.items():
             o = state["optimisers"][name]
             host = name in ("positions", "scan", "z")

@@ -19,16 +19,18 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, divergence, initial, metrics, ops, position_search, reference, regularisers,
-               validation)
+from . import (budget, checkpoint, constraints, divergence, initial, metrics, ops, position_search, reference,
+               regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
-from .settings import AmplitudeRange, Config, Constraints, EarlyStop, ProbePower, TV, batch_size, loss_plan, table
+from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, PositionSearch, ProbePower, batch_size,
+                       loss_plan, table)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -41,7 +43,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
 
     ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
-    SNAPSHOT = ("obj", "probe", "correction", "affine", "z_rel", "opt", "loss_scale", "scaled_for")
+    SNAPSHOT = ("obj", "probe", "correction", "affine", "excluded", "z_rel", "opt", "loss_scale", "scaled_for")
 
     @classmethod
     def check_config(cls, config: Config):
@@ -82,6 +84,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         # the scan model: positions = nominal + affine (nominal - centre) + correction; the affine (a 2 x 2
         # change of the scan's scale, rotation and shear about its centre) is refined with [scan]
         self.affine, self.scan_centre = np.zeros((2, 2)), self.nominal.mean(axis=0)
+        self.excluded = np.zeros(n, dtype=bool)     # patterns left out of the loss ([position_search] exclude)
         self.obj = dev(self._initial_object())
         self.probe = dev(self._initial_probe())
         self.z0 = dataset.z
@@ -207,7 +210,12 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             didx = slice(int(idx[0]), int(idx[-1]) + 1)
         else:
             didx = idx if self.xp is np else self.xp.asarray(idx)
-        return self.data[didx], (self.mask if self.mask.ndim == 2 else self.mask[didx])
+        mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
+        out = self.excluded[idx]
+        if out.any():                                # a pattern left out of the loss: its mask is zero
+            keep = backends.to_device(self.device, (~out).astype(self.real))
+            mask = self.xp.ascontiguousarray(mask * keep.reshape(-1, *[1] * 2))
+        return self.data[didx], mask
 
     def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
         pos = backends.to_device(self.device, self.batch_positions(idx))
@@ -266,11 +274,13 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
 
     def absorb_affine(self):
         """Move the corrections' affine part (about the centre) into `affine`, fitted again without the positions
-        it explains worst (outliers pulled a plain fit); the positions stay, the corrections keep what is local."""
-        d, c = self.nominal - self.scan_centre, self.correction - np.median(self.correction, axis=0)
-        fit = np.linalg.lstsq(d, c, rcond=None)[0]
+        it explains worst (outliers pulled a plain fit) and without those left out of the loss; the positions stay,
+        the corrections keep what is local."""
+        used = ~self.excluded if (~self.excluded).sum() >= 3 else np.ones(len(self.excluded), bool)
+        d, c = self.nominal - self.scan_centre, self.correction - np.median(self.correction[used], axis=0)
+        fit = np.linalg.lstsq(d[used], c[used], rcond=None)[0]
         miss = np.linalg.norm(c - d @ fit, axis=1)
-        keep = miss <= 3 * np.median(miss) + 0.5
+        keep = used & (miss <= 3 * np.median(miss[used]) + 0.5)
         fit = np.linalg.lstsq(d[keep], c[keep], rcond=None)[0] if keep.sum() >= 3 else fit
         self.affine += fit.T
         self.correction -= d @ fit
@@ -411,8 +421,24 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         if (self.finished or self.epoch >= cfg.epochs) and self.history and self.ds.truth and \
                 "object_correlation" not in self.history[-1] and self.ds.truth.get("object") is not None:
             self.history[-1].update(self.metrics())    # a run that stopped early ends with metrics too
+        if (self.finished or self.epoch >= cfg.epochs) and self.excluded.any():
+            self._report_excluded()
         self.timings["total"] = self.timings.get("total", 0.0) + time.perf_counter() - t_start
         return self.result()
+
+    def _report_excluded(self):
+        """A run that ends with positions left out of the loss says so (event and warning): their positions
+        are not to be trusted and their patterns did not shape the object."""
+        idx = np.flatnonzero(self.excluded)
+        self.events.append({"epoch": self.epoch - 1, "event": "positions_excluded", "count": int(len(idx)),
+                            "positions": idx.tolist()})
+        shown = ", ".join(map(str, idx[:20])) + (", ..." if len(idx) > 20 else "")
+        radius = table(PositionSearch, self.cfg.position_search).radius
+        warnings.warn(f"{len(idx)} of {len(self.excluded)} positions ended left out of the loss: their patterns "
+                      f"fit worse than [position_search] misfit x the median everywhere within radius = {radius:g} px "
+                      f"of the scan model (positions {shown}; Result.excluded_positions); they did not shape the "
+                      "object at the end and their positions are the least certain",
+                      stacklevel=3)
 
     def _finish(self, epoch, reason):
         self.finished = True
@@ -423,7 +449,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
                       config=_config_dict(self.cfg), device=self.device,
-                      scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None)
+                      scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None,
+                      excluded_positions=np.flatnonzero(self.excluded))
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""

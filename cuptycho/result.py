@@ -1,7 +1,7 @@
 """What a reconstruction produced: the `Result` every engine returns and `io.read_result` reads back."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class Result:
     config: dict
     device: str
     scan_matrix: np.ndarray | None = None    # I + A of the refined scan model ([scan]); None: not refined
+    # indices of the positions left out of the loss at the end ([position_search] exclude: their pattern
+    # still stood out wherever the search looked, so their positions are not to be trusted)
+    excluded_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def loss(self):

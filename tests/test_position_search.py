@@ -59,7 +59,7 @@ def test_with_misfit_only_the_positions_that_stand_out_are_searched():
     assert errors(rec)[OUTLIERS].max() < 0.7
 
 
-@pytest.mark.parametrize("search", [None, {"start_epoch": 20, "every": 20, "radius": 12.0, "step": 1.0}],
+@pytest.mark.parametrize("search", [None, {"start_epoch": 20, "every": 20, "radius": 12.0, "step": 0.5}],
                          ids=["gradient only", "with the search"])
 def test_outliers_stuck_for_the_gradient_are_recovered_by_the_search(search):
     ds, _ = scan_with_outliers()
@@ -82,3 +82,90 @@ def test_a_search_without_position_refinement_is_refused():
     ds, _ = scan_with_outliers()
     with pytest.raises(ValueError, match=r"position_search moves the positions, but \[positions\] enabled = false"):
         create(ds, Config(backend="cpu", position_search={"radius": 8.0}))
+
+
+def noise_pattern(ds, j, seed=0):
+    """`ds` with pattern j replaced by Poisson noise of the same mean: a pattern that fits nowhere."""
+    data = np.array(ds.data, copy=True)
+    data[j] = np.random.default_rng(seed).poisson(data[j].mean(), data[j].shape)
+    return ds.replace(data=data)
+
+
+def test_a_pattern_that_fits_nowhere_is_left_out_of_the_loss():
+    ds, exp = scan_with_outliers(jitter=0.0)
+    ds = noise_pattern(ds, 10)
+    rec = create(ds, Config(backend="cpu", fit_probe_scale=False))
+    rec.obj = np.asarray(exp.obj, dtype=rec.dtype).copy()
+    found = position_search.search(rec, radius=14.0, step=1.0, min_gain=0.1, loss="gaussian", misfit=3.0,
+                                   exclude=True)
+    assert found["excluded_positions"] == [10] and rec.excluded.tolist() == [i == 10 for i in range(ds.n_patterns)]
+    assert errors(rec)[OUTLIERS].max() < 0.7                 # the outliers are placed, not left out
+    value, grads = rec.evaluate(np.array([10]), "gaussian")    # out of the loss: no value, no gradient
+    assert value == 0 and not np.any(grads["object"]) and not np.any(grads["probe"])
+    value, _ = rec.evaluate(np.array([9, 10, 11]), "gaussian")
+    assert value > 0
+    # a search that finds the pattern's place (here: its data restored) takes it back into the loss
+    rec.data[10] = np.asarray(scan_with_outliers(jitter=0.0)[0].data[10], dtype=rec.data.dtype)
+    found = position_search.search(rec, radius=14.0, step=1.0, min_gain=0.1, loss="gaussian", misfit=3.0,
+                                   exclude=True)
+    assert found["excluded"] == 0 and not rec.excluded.any()
+
+
+def test_without_exclude_nothing_is_left_out():
+    ds, exp = scan_with_outliers(jitter=0.0)
+    rec = create(noise_pattern(ds, 10), Config(backend="cpu", fit_probe_scale=False))
+    rec.obj = np.asarray(exp.obj, dtype=rec.dtype).copy()
+    found = position_search.search(rec, radius=14.0, step=1.0, min_gain=0.1, loss="gaussian", misfit=3.0)
+    assert found["excluded"] == 0 and not rec.excluded.any()
+
+
+def test_the_search_is_centred_on_the_scan_model_so_a_position_cannot_wander_off():
+    """A position whose correction walked 30 px away is looked for around where the scan puts it."""
+    ds, exp = scan_with_outliers(jitter=0.0)
+    rec = create(ds, Config(backend="cpu", fit_probe_scale=False))
+    rec.obj = np.asarray(exp.obj, dtype=rec.dtype).copy()
+    rec.correction[OUTLIERS] = 0.0
+    rec.correction[20] = [30.0, 0.0] if rec.nominal[20, 0] < 60 else [-30.0, 0.0]
+    rec._clip_positions()
+    assert errors(rec)[20] > 20
+    position_search.search(rec, radius=14.0, step=1.0, min_gain=0.1, loss="gaussian", misfit=3.0)
+    assert errors(rec)[20] < 0.7 and errors(rec)[OUTLIERS].max() < 0.7
+
+
+def test_a_run_ending_with_positions_left_out_says_so(tmp_path):
+    from cuptycho import io
+
+    ds, _ = scan_with_outliers()
+    ds = noise_pattern(ds, 10)
+    cfg = Config(epochs=30, batch=8, backend="cpu", object=Group(lr=0.1), metrics_every=99,
+                 positions=Group(enabled=True, lr=0.05, start_epoch=5), position_search={"start_epoch": 10})
+    with pytest.warns(UserWarning, match=r"1 of 49 positions ended left out of the loss: .*\(positions 10;"):
+        result = create(ds, cfg).run()
+    assert result.excluded_positions.tolist() == [10]
+    assert [e for e in result.events if e["event"] == "positions_excluded"] == \
+        [{"epoch": 29, "event": "positions_excluded", "count": 1, "positions": [10]}]
+    path = tmp_path / "out.cxi"
+    io.write_result(path, result, ds)
+    assert io.read_result(path).excluded_positions.tolist() == [10]
+
+
+def test_a_resumed_run_keeps_what_was_left_out(tmp_path):
+    from cuptycho import checkpoint
+
+    ds, _ = scan_with_outliers()
+    ds = noise_pattern(ds, 10)
+    cfg = dict(epochs=8, batch=8, backend="cpu", dtype="complex128", object=Group(lr=0.1), metrics_every=99, seed=2,
+               positions=Group(enabled=True, lr=0.05, start_epoch=1), position_search={"start_epoch": 2, "every": 3})
+    straight = create(ds, Config(**cfg)).run()
+    first = create(ds, Config(**cfg))
+    first.run(until=4)
+    assert first.excluded[10]                              # the checkpoint holds a pattern left out
+    path = tmp_path / "run.ckpt.npz"
+    checkpoint.save(first.state_dict(), path)
+    resumed = create(ds, Config(**cfg))
+    resumed.load_state_dict(checkpoint.load(path))
+    assert resumed.excluded.tolist() == first.excluded.tolist()
+    result = resumed.run()
+    np.testing.assert_allclose(result.loss, straight.loss, rtol=1e-9)
+    np.testing.assert_allclose(result.positions, straight.positions, rtol=0, atol=1e-9)
+    assert result.excluded_positions.tolist() == straight.excluded_positions.tolist()

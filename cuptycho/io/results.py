@@ -12,7 +12,8 @@ when no pixel size is known), ``source_1/energy``, ``detector_1/distance``, ``pr
 loss epochs and values). Our own group ``/entry_1/cuptycho`` holds what cuptycho needs to resume
 or report: ``object`` and ``probe`` (all modes), ``positions`` and ``positions_nominal`` (pixels),
 ``z``, ``loss`` (per epoch), ``history``, ``timings``, ``events`` and ``config`` (JSON strings),
-``device``, and ``scan_matrix`` (I + A of the refined scan model, when [scan] refined it).
+``device``, ``scan_matrix`` (I + A of the refined scan model, when [scan] refined it) and
+``excluded_positions`` (indices of the patterns [position_search] left out of the loss, when any).
 `read_result` reads our group back.
 
 Every write is atomic (`cuptycho.atomic`) and refuses to replace an existing file unless
@@ -114,6 +115,9 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
         scan_matrix = _attr(result, "scan_matrix")
         if scan_matrix is not None:               # the refined affine map of the scan about its centre
             g.create_dataset("scan_matrix", data=np.asarray(scan_matrix, dtype=np.float64))
+        excluded = _attr(result, "excluded_positions")
+        if excluded is not None and len(excluded):    # positions whose pattern was left out of the loss
+            g.create_dataset("excluded_positions", data=np.asarray(excluded, dtype=np.int64))
         g.create_dataset("loss", data=np.array([b for _, b in losses], dtype=np.float64))
         if pixel is not None:
             g.create_dataset("pixel_size", data=np.asarray(pixel))
@@ -180,6 +184,8 @@ def read_result(path):
                 "timings": json.loads(scalar(g["timings"][()])), "config": json.loads(scalar(g["config"][()])),
                 "device": scalar(g["device"][()]),
                 "scan_matrix": g["scan_matrix"][()] if "scan_matrix" in g else None,
+                "excluded_positions": g["excluded_positions"][()] if "excluded_positions" in g else
+                np.zeros(0, np.int64),
             }
         except (KeyError, OSError, ValueError) as err:
             raise DataError(path, f"damaged cuptycho result group ({err})") from None
