@@ -214,8 +214,9 @@ class PIEReconstruction(Reconstruction):
             # (to first order) and keeps every position's signal on the grid; Adam needs only its
             # direction.
             delta = after - before
-            tiny = xp.finfo(before.real.dtype).tiny
-            norms = xp.sqrt(_power(before, (1, 2)) / xp.maximum(_power(delta, (1, 2)), tiny))
+            moved = _power(delta, (1, 2))
+            # a patch with no update (a pattern left out of the loss) has no shift: gain 0, not inf * 0
+            norms = xp.where(moved > 0, xp.sqrt(_power(before, (1, 2)) / xp.where(moved > 0, moved, 1.0)), 0.0)
             gain = (self.settings.position_amplify * norms).astype(before.real.dtype)[:, None, None]
             shift = to_host(registration.register_shift(before, before + gain * delta,
                                                         upsample=self.settings.position_upsample))

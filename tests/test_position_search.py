@@ -169,3 +169,18 @@ def test_a_resumed_run_keeps_what_was_left_out(tmp_path):
     np.testing.assert_allclose(result.loss, straight.loss, rtol=1e-9)
     np.testing.assert_allclose(result.positions, straight.positions, rtol=0, atol=1e-9)
     assert result.excluded_positions.tolist() == straight.excluded_positions.tolist()
+
+
+def test_a_pie_engine_leaves_a_pattern_out_without_a_nan():
+    """A left-out pattern reaches the PIE step with a zero mask: no update, so no shift (it was inf x 0)."""
+    import warnings
+
+    ds, _ = scan_with_outliers()
+    ds = noise_pattern(ds, 10)
+    rec = create(ds, Config(engine="epie", epochs=30, backend="cpu", probe=Group(enabled=False), metrics_every=99,
+                            positions=Group(enabled=True, start_epoch=5), position_search={"start_epoch": 10}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = rec.run()
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert result.excluded_positions.tolist() == [10] and np.all(np.isfinite(result.positions))
