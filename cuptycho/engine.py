@@ -214,7 +214,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         out = self.excluded[idx]
         if out.any():                                # a pattern left out of the loss: its mask is zero
             keep = backends.to_device(self.device, (~out).astype(self.real))
-            mask = self.xp.ascontiguousarray(mask * keep.reshape(-1, *[1] * 2))
+            mask = self.xp.ascontiguousarray(mask * keep.reshape(-1, 1, 1))
         return self.data[didx], mask
 
     def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
@@ -272,11 +272,17 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         total = self.positions()
         self.correction += np.clip(total, 0, high) - total
 
+    def in_loss(self):
+        """Which positions are in the loss (bool (n,)): all but those [position_search] left out, or all
+        when fewer than three would be (a median or an affine fit needs some)."""
+        kept = ~self.excluded
+        return kept if kept.sum() >= 3 else np.ones(len(kept), dtype=bool)
+
     def absorb_affine(self):
         """Move the corrections' affine part (about the centre) into `affine`, fitted again without the positions
         it explains worst (outliers pulled a plain fit) and without those left out of the loss; the positions stay,
         the corrections keep what is local."""
-        used = ~self.excluded if (~self.excluded).sum() >= 3 else np.ones(len(self.excluded), bool)
+        used = self.in_loss()
         d, c = self.nominal - self.scan_centre, self.correction - np.median(self.correction[used], axis=0)
         fit = np.linalg.lstsq(d[used], c[used], rcond=None)[0]
         miss = np.linalg.norm(c - d @ fit, axis=1)

@@ -61,9 +61,8 @@ def predicted(rec) -> np.ndarray:
     """Where the scan model puts every position: nominal + affine (nominal - centre) + the median
     correction of the positions in the loss (a common offset): the centre of each position's search,
     so that repeated searches cannot walk a position away from its scan."""
-    trusted = ~rec.excluded if rec.excluded.any() and not rec.excluded.all() else slice(None)
     d = rec.nominal - rec.scan_centre
-    return rec.nominal + d @ rec.affine.T + np.median(rec.correction[trusted], axis=0)
+    return rec.nominal + d @ rec.affine.T + np.median(rec.correction[rec.in_loss()], axis=0)
 
 
 def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: int = 256, misfit: float = 0.0,
@@ -86,8 +85,7 @@ def search(rec, radius: float, step: float, min_gain: float, loss: str, chunk: i
     now = np.concatenate([pattern_losses(rec, np.arange(s, min(s + chunk, n)), current[s:s + chunk], loss)
                           for s in range(0, n, chunk)])
     best, best_at = now.copy(), current.copy()
-    trusted = ~rec.excluded if not rec.excluded.all() else np.ones(n, bool)
-    limit = misfit * np.median(now[trusted])
+    limit = misfit * np.median(now[rec.in_loss()])
     rows = np.flatnonzero(now > limit) if misfit > 0 else np.arange(n)
     coarse = max(step, min(coarse, radius))
     _best_shifts(rec, predicted(rec), offsets(radius, coarse), loss, chunk, best, best_at, rows)
