@@ -307,7 +307,7 @@ class ResumableRun:
         return (f"reconstructing {self.data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
                 f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}"
                 + (f", resumed at epoch {self.start}" if self.state is not None else "")
-                + (f", checkpoint every {self.every} epochs" if self.every else ""))
+                + (f", checkpoint every {self.every} epochs" if self.every else "") + "; " + refined_groups(rec))
 
     def save_checkpoint(self, path=None):
         state = self.rec.state_dict()
@@ -421,3 +421,16 @@ def reconstruct_file(data=None, **options) -> Outcome:
     progress = options.pop("progress", None)
     handle_signals = options.pop("handle_signals", True)
     return ResumableRun(data, **options).execute(progress, handle_signals=handle_signals)
+
+
+def refined_groups(rec) -> str:
+    """What the run refines and what it keeps fixed, said once at the start (a group that is off by default,
+    such as the probe, is then never a surprise): e.g. "refines object, probe (from epoch 5); fixed: positions"."""
+    on, off = [], []
+    for name in rec.opt:
+        group = getattr(rec.cfg, name)
+        if name == "z" and rec.z0 is None:
+            continue
+        (on if group.enabled else off).append(name + (f" (from epoch {group.start_epoch})"
+                                                      if group.enabled and group.start_epoch else ""))
+    return "refines " + (", ".join(on) or "nothing") + ("; fixed: " + ", ".join(off) if off else "")

@@ -283,3 +283,13 @@ def test_a_user_error_in_a_subprocess_has_no_traceback(workdir):
     assert len(lines) == 1 and lines[0].startswith(f"cuptycho: error: {path}: not a readable HDF5 file; is it "
                                                    "truncated or corrupt?")
     assert run.stdout == "" and not (workdir / "sub.cxi").exists()
+
+
+def test_the_run_says_what_it_refines_and_what_it_keeps_fixed(workdir, capsys):
+    """The probe is off by default in a library Config: the command line says so rather than leave it silent."""
+    common = ["--config", str(workdir / "run.toml"), "--backend", "cpu", "--epochs", "1"]
+    assert cli.main(["reconstruct", str(workdir / "sim.cxi"), "-o", str(workdir / "fixed_probe.cxi"), *common,
+                     "--set", "probe.enabled=false"]) == 0
+    assert "; refines object, positions (from epoch 2); fixed: probe\n" in capsys.readouterr().err
+    assert cli.main(["reconstruct", str(workdir / "sim.cxi"), "-o", str(workdir / "refined_probe.cxi"), *common]) == 0
+    assert "; refines object, probe, positions (from epoch 2)\n" in capsys.readouterr().err

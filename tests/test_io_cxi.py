@@ -220,3 +220,25 @@ def test_nan_frames_and_missing_geometry(tmp_path):
     with pytest.raises(cio.DataError, match=r"n\.cxi: positions are in metres .* missing detector distance"):
         cio.load(path2)
     assert cio.load(path2, detector_distance=1.5).pixel_size == pytest.approx(ds.pixel_size)
+
+
+@pytest.mark.parametrize("kind", ["farfield", "nearfield"])
+def test_z_and_pixel_size_the_geometry_derives_are_refused_not_ignored(tmp_path, kind):
+    """Were accepted and silently dropped when the file records the detector geometry."""
+    path = cio.write_cxi(tmp_path / "m.cxi", measurement(kind=kind))
+    ds = cio.load(path)
+    with pytest.raises(cio.DataError, match=r"pixel_size = \(1e-07, 1e-07\) would be ignored: the pixel_size is "
+                                            r"derived as .* from the wavelength, detector distance"):
+        cio.load(path, pixel_size=1e-7)
+    z_message = "not used in this geometry" if kind == "farfield" else "derived as"
+    with pytest.raises(cio.DataError, match=rf"z = 0.5 would be ignored: the z is {z_message}"):
+        cio.load(path, z=0.5)
+    # the derived values themselves are accepted (a configuration that spells them out still loads)
+    same = cio.load(path, pixel_size=ds.pixel_size, **({} if ds.z is None else {"z": ds.z}))
+    assert same.pixel_size == pytest.approx(ds.pixel_size) and same.z == ds.z
+
+
+@needs_petra
+def test_petra_refuses_a_z_its_geometry_does_not_use():
+    with pytest.raises(cio.DataError, match=r"z = 0.004 would be ignored: the z is derived as 0.0036381"):
+        cio.load(PETRA, geometry_kind="nearfield", focus_distance=3.65e-3, z=4e-3)

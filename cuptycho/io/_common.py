@@ -174,11 +174,31 @@ def reader_dataset(path, data, pipe, *, recorded=None, keywords=None, positions=
             positions = np.asarray(positions, dtype=np.float64)[pipe.indices] / ratio
         if positions_m is not None:
             positions_m = np.asarray(positions_m, dtype=np.float64)[pipe.indices]
-        return _build(path, data, positions, positions_m, geo, fields)
+        ds = _build(path, data, positions, positions_m, geo, fields)
+        _derived_not_overridden(path, keywords or {}, ds, ratio)
+        return ds
     except DataError:
         raise
     except ValueError as err:
         raise DataError(path, str(err)) from None
+
+
+def _derived_not_overridden(path, keywords, ds, ratio):
+    """A `pixel_size` or `z` keyword the geometry does not use is an error, never ignored: with the
+    wavelength, detector distance and detector pixel size known, both are derived from them (a keyword
+    equal to the derived value is accepted)."""
+    if ds.detector_distance is None or ds.detector_pixel_size is None:
+        return                                    # not derived: the keywords were used (`_build`)
+    derived = {"pixel_size": ds.pixel_size, "z": ds.z}
+    given = {"pixel_size": None if keywords.get("pixel_size") is None else
+             _scaled("pixel_size", keywords["pixel_size"], ratio), "z": keywords.get("z")}
+    for key, value in given.items():
+        if value is None or (derived[key] is not None and np.allclose(value, derived[key], rtol=1e-6, atol=0)):
+            continue
+        what = "not used in this geometry" if derived[key] is None else f"derived as {np.round(derived[key], 12)}"
+        raise DataError(path, f"{key} = {value} would be ignored: the {key} is {what} from the wavelength, detector "
+                              "distance and detector pixel size (give those instead, e.g. detector_distance or "
+                              "focus_distance, or leave out " + key + ")")
 
 
 def _build(path, data, positions, positions_m, geo, fields) -> Dataset:
