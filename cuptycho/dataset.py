@@ -34,7 +34,7 @@ class Dataset:
         Intensities (photon counts); zero frequency at (Ny//2, Nx//2) for the far field.
     positions : (J, 2) float64
         Nominal (y, x) top-left corners of each patch in object pixels. Without `obj_shape` they are
-        shifted so the scan starts `margin` pixels inside the object.
+        shifted so the scan starts `margin` pixels inside the object, by `position_offset`.
     mask : (Ny, Nx) or (J, Ny, Nx), optional
         Detector weights (1 valid, 0 ignored).
     propagator, wavelength, pixel_size, z, padding
@@ -66,6 +66,9 @@ class Dataset:
         Probe positions (y, x) in metres along the object's axes (`cuptycho.units`), as measured.
     metadata : dict
         Anything else a reader found (source file, basis vectors, entry, ...); not used by the engine.
+    position_offset : (dy, dx), set by the constructor
+        Pixels added to the given positions when `obj_shape` was derived (given + offset = `positions`);
+        None when the positions were taken as given.
 
     Notes
     -----
@@ -93,6 +96,7 @@ class Dataset:
     focus_distance: float | None = None
     positions_m: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+    position_offset: tuple | None = None
 
     def __post_init__(self):
         self.data = np.asarray(self.data)
@@ -112,7 +116,9 @@ class Dataset:
             self.obj_shape = validation.object_extent(self.obj_shape, n, (ny, nx), self.margin)
         else:
             # shift the scan so it starts at the margin, and size the object to hold it
-            pos = pos - pos.min(axis=0) + self.margin
+            shift = self.margin - pos.min(axis=0)
+            pos = pos + shift
+            self.position_offset = (float(shift[0]), float(shift[1]))
             extent = np.ceil(pos.max(axis=0)).astype(int)
             self.obj_shape = (int(extent[0]) + ny + self.margin + 1, int(extent[1]) + nx + self.margin + 1)
         self.positions = pos
@@ -227,6 +233,9 @@ class Dataset:
             lines.append(f"propagation distance z {self.z:.6g} m")
         ext = self.positions.max(axis=0) - self.positions.min(axis=0)
         lines.append(f"scan extent {ext[0]:.4g} x {ext[1]:.4g} object pixels; object {self.obj_shape}")
+        if self.position_offset is not None:
+            lines.append(f"positions shifted by ({self.position_offset[0]:.6g}, {self.position_offset[1]:.6g}) px "
+                         f"so the scan starts {self.margin} px inside the object (position_offset)")
         if self.probe is not None:
             lines.append(f"probe guess {np.shape(self.probe)}")
         return "\n".join(lines)

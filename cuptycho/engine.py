@@ -139,10 +139,15 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         return np.ascontiguousarray(probe)
 
     def _fit_probe_scale(self):
-        """Scale the probe so the first predicted intensities match the data (least squares)."""
+        """Scale the probe so the first predicted intensities match the data (least squares); for a probe the
+        user gave, the factor is an event ("probe_scale"), so it is never rescaled without a word."""
         positions = backends.to_device(self.device, self.positions())
         intensity = ops.forward(self.device, self.obj, self.probe, positions, **self.model_kwargs())
+        before = float(self.xp.linalg.norm(self.probe))
         self.probe = initial.scaled_to_data(self.probe, intensity, self.data, self.mask)
+        if self.cfg.init_probe == "dataset":     # a probe the user gave; a guess of our own is ours to scale
+            factor = float(self.xp.linalg.norm(self.probe)) / before
+            self.events.append({"epoch": 0, "event": "probe_scale", "factor": factor, "probe": "given"})
 
     def _regularisers(self):
         regs, tv = {}, self.tv

@@ -307,7 +307,9 @@ class ResumableRun:
         return (f"reconstructing {self.data}: {n} patterns of {ny} x {nx}, object {ds.obj_shape}, {ds.propagator}, "
                 f"{cfg.epochs} epochs of the {cfg.engine} engine on {rec.device}"
                 + (f", resumed at epoch {self.start}" if self.state is not None else "")
-                + (f", checkpoint every {self.every} epochs" if self.every else "") + "; " + refined_groups(rec))
+                + (f", checkpoint every {self.every} epochs" if self.every else "") + "; " + refined_groups(rec)
+                + "".join(f"; the given probe scaled by {e['factor']:.4g} to the data's counts (fit_probe_scale)"
+                          for e in rec.events if e.get("event") == "probe_scale" and self.state is None))
 
     def save_checkpoint(self, path=None):
         state = self.rec.state_dict()

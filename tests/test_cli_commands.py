@@ -293,3 +293,20 @@ def test_the_run_says_what_it_refines_and_what_it_keeps_fixed(workdir, capsys):
     assert "; refines object, positions (from epoch 2); fixed: probe\n" in capsys.readouterr().err
     assert cli.main(["reconstruct", str(workdir / "sim.cxi"), "-o", str(workdir / "refined_probe.cxi"), *common]) == 0
     assert "; refines object, probe, positions (from epoch 2)\n" in capsys.readouterr().err
+
+
+def test_a_probe_from_the_file_that_is_rescaled_is_said_so(workdir, capsys):
+    from cuptycho import io as cio
+
+    ds = cio.load(workdir / "sim.cxi")
+    spot = np.exp(-((np.arange(64) - 32.0) ** 2) / 200.0)
+    path = cio.write_cxi(workdir / "with_probe.cxi", ds.replace(probe=(spot[:, None] * spot[None])[None]
+                                                                .astype(np.complex64)))
+    common = ["--config", str(workdir / "run.toml"), "--backend", "cpu", "--epochs", "1",
+              "--set", 'init_probe="dataset"']
+    assert cli.main(["reconstruct", str(path), "-o", str(workdir / "probe_scaled.cxi"), *common]) == 0
+    assert re.search(r"; the given probe scaled by [0-9.e+-]+ to the data's counts \(fit_probe_scale\)\n",
+                     capsys.readouterr().err)
+    assert cli.main(["reconstruct", str(path), "-o", str(workdir / "probe_kept.cxi"), *common,
+                     "--set", "fit_probe_scale=false"]) == 0
+    assert "the given probe scaled" not in capsys.readouterr().err

@@ -237,3 +237,16 @@ def test_describe_names_the_geometry():
                                   geometry_kind="nearfield", focus_distance=3.65e-3, positions_m=grid() * 1e-7)
     text = ds.describe()
     assert "magnification 307.8" in text and "12.658 keV" in text and "effective distance 0.00363" in text
+
+
+def test_the_shift_that_places_the_scan_inside_a_derived_object_is_exposed():
+    """Positions were shifted by the margin without a word: the offset is now a field and in describe()."""
+    data = np.ones((3, 8, 8), dtype=np.float32)
+    given = np.array([[-5.0, 10.0], [0.0, 12.5], [3.0, 20.0]])
+    ds = Dataset(data, given, margin=4)
+    assert ds.position_offset == (9.0, -6.0)
+    np.testing.assert_array_equal(ds.positions, given + ds.position_offset)
+    assert "positions shifted by (9, -6) px so the scan starts 4 px inside the object" in ds.describe()
+    kept = Dataset(data, given + np.array([5.0, 0.0]), obj_shape=(20, 36))
+    assert kept.position_offset is None and "shifted" not in kept.describe()
+    np.testing.assert_array_equal(kept.positions, given + np.array([5.0, 0.0]))

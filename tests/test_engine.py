@@ -313,3 +313,19 @@ def test_fixed_groups_skip_their_gradients(farfield, monkeypatch):
     _, ds = farfield
     result = reconstruct(ds, quick(epochs=2, profile=True))
     assert "posgrad" not in result.timings
+
+
+def test_a_given_probe_that_is_rescaled_to_the_data_says_by_how_much(farfield):
+    """fit_probe_scale rescaled a supplied probe without a word; the factor is now an event."""
+    exp, ds = farfield
+    given = ds.replace(probe=3.0 * exp.probe)
+    rec = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset"))
+    (event,) = [e for e in rec.events if e["event"] == "probe_scale"]
+    (plain,) = [e for e in engine.Reconstruction(ds, quick(epochs=0, init_probe="dataset")).events
+                if e["event"] == "probe_scale"]
+    assert event["probe"] == "given" and event["factor"] == pytest.approx(plain["factor"] / 3, rel=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(rec.probe), event["factor"] * np.linalg.norm(3.0 * exp.probe),
+                               rtol=1e-5)
+    kept = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset", fit_probe_scale=False))
+    assert not [e for e in kept.events if e["event"] == "probe_scale"]
+    np.testing.assert_allclose(kept.probe, 3.0 * exp.probe, rtol=1e-6)
