@@ -1,4 +1,4 @@
-"""The public functional API: `forward` and `loss_and_grad`.
+"""The public functional API: `forward`, `loss_and_grad` and `warmup`.
 
 These check their input once, pick a backend and run the model. Shapes follow MATH.md:
 obj (Mo, H, W) or (H, W), probe (K, Ny, Nx) or (Ny, Nx), positions (J, 2) as (y, x) of each
@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-from . import geometry, ops, reference, validation
-from .backend import array_module, resolve, to_device
+from . import _build, geometry, ops, reference, validation
+from .backend import array_module, cupy_module, resolve, to_device
 
 
 def _like(template, arr):
@@ -105,3 +105,27 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
     grads["positions"] = _like(positions, grads["positions"]).astype(
         pos_dtype if np.issubdtype(pos_dtype, np.floating) else np.float64)
     return value, grads
+
+
+def warmup(backend: str = "auto") -> dict:
+    """Compile (or load from the cache) the kernels of `backend` now, so that the first reconstruction or
+    gradient of a process does not pay for it: the CPU library (a minute the first time on a machine,
+    then a load), or every CUDA module through NVRTC on the current device. FFT plans need each run's
+    shapes: FFTW's are kept in the cache folder once measured (`cuptycho.fft`), CuPy's per process.
+    Returns {"backend", "compiled" (what was built or loaded), "seconds"}; the command line's
+    ``cuptycho warmup`` prints it."""
+    import time
+
+    device = resolve(backend)
+    t0 = time.perf_counter()
+    compiled = []
+    if device == "cpu":
+        compiled.append(str(_build.ensure_cpu_library()))
+        _build.cpu_library()
+    elif device == "cuda":
+        current = cupy_module().cuda.Device().id
+        for source in _build.sources():
+            if source.suffix == ".cu":
+                _build.cuda_module(source.stem, current).compile()
+                compiled.append(f"{source.name} on device {current}")
+    return {"backend": device, "compiled": compiled, "seconds": time.perf_counter() - t0}

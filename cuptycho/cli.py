@@ -250,6 +250,15 @@ class _Progress:
             _Progress.active = None
 
 
+def warmup_cmd(args) -> int:
+    from .api import warmup
+
+    done = warmup(args.backend)
+    what = "; ".join(done["compiled"]) or "nothing to compile (the NumPy reference)"
+    print(f"cuptycho: {done['backend']} kernels ready in {done['seconds']:.2f} s: {what}")
+    return 0
+
+
 def reconstruct_cmd(args) -> int:
     from . import config as C
     from .run import ResumableRun, WriteFailed
@@ -374,6 +383,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_non_negative, default=10, help="built-in timing: repetitions (default 10)")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options for bench_gradient.py (after --)")
     p.set_defaults(run=bench_cmd)
+
+    p = sub.add_parser("warmup", help="compile (or load) the kernels now (a container image, a beamtime's start)")
+    p.add_argument("--backend", default="auto", choices=backends)
+    p.set_defaults(run=warmup_cmd)
 
     p = sub.add_parser("demo", help="simulate a small dataset and recover its object (built-in example)")
     p.add_argument("--preset", default="small_farfield", help="simulator preset (default: small_farfield)")
