@@ -289,9 +289,11 @@ def reconstruct_cmd(args) -> int:
         return 128 + outcome.stopped_by
     result = outcome.result
     last = result.history[-1]["loss"] if result.history else float("nan")
+    per_pixel = [h["loss_per_pixel"] for h in result.history if "loss_per_pixel" in h]
     stopped = [e.get("reason") for e in result.events if e.get("event") == "stopped"]
     print(f"cuptycho: {len(result.history)} epochs ({rec.epoch - outcome.start_epoch} now) in {outcome.seconds:.1f} s "
-          f"on {rec.device}, final loss {last:.6g}" + (f", stopped early: {stopped[-1]}" if stopped else "")
+          f"on {rec.device}, final loss {last:.6g}" + (f" ({per_pixel[-1]:.6g} per pixel)" if per_pixel else "")
+          + (f", stopped early: {stopped[-1]}" if stopped else "")
           + f"; wrote {outcome.output}")
     if outcome.stopped_by is not None:
         _say(f"{signal.Signals(outcome.stopped_by).name} came after the last epoch: the result is complete")

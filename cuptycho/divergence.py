@@ -53,20 +53,26 @@ class DivergenceWatch:
         power = float(xp.sum(self.probe.real ** 2 + self.probe.imag ** 2, dtype=xp.float64))
         return power * float(xp.mean(xp.sum(box.real ** 2 + box.imag ** 2, axis=0), dtype=xp.float64))
 
-    def measure(self, key):
-        """The current state's loss over every pattern as an epoch with loss definition `key` (`loss_key`)
-        reports it (scaled, penalties included), from the forward model in minibatches of the epoch's size."""
-        name, tv_on = key
+    def data_loss(self, name):
+        """(sum of the masked loss terms `name`, sum of the mask's weights) over every pattern in the loss,
+        from the forward model in minibatches of the epoch's size (no gradients)."""
         n, f64 = self.ds.n_patterns, self.xp.float64
         size = batch_size(self.batch_spec(), self.epoch, n)
-        total = 0.0
-        for start in range(0, n, size):             # the forward model only: no gradients needed
+        total = weight = 0.0
+        for start in range(0, n, size):
             idx = np.arange(start, min(start + size, n))
             data, mask = self.batch_data(idx)
             intensity = ops.forward(self.device, self.obj, self.probe,
                                     backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
             total += float((mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum())
-        value = self.loss_scale * total / n
+            weight += float(mask.sum()) * (len(idx) if mask.ndim == 2 else 1)
+        return total, weight
+
+    def measure(self, key):
+        """The current state's loss over every pattern as an epoch with loss definition `key` (`loss_key`)
+        reports it (scaled, penalties included)."""
+        name, tv_on = key
+        value = self.loss_scale * self.data_loss(name)[0] / self.ds.n_patterns
         for reg_name, (reg, target) in self.regs.items():
             if reg_name != "tv" or tv_on:
                 value += reg.value(self.obj if target == "object" else self.probe)

@@ -356,8 +356,13 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
                "scan_matrix": (np.eye(2) + self.affine).tolist(),             # I + A: the scan's linear map
                "lr": {k: o.lr for k, o in self.opt.items()}}
-        if self.ds.truth and (epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1):
-            rec.update(self.metrics())
+        if epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1:
+            # comparable across runs, batch sizes and packages: the whole dataset's data loss (the loss's own
+            # definition, unscaled, no penalties) per valid detector pixel, after the epoch
+            total, weight = self.data_loss(self.loss_name(epoch))
+            rec["loss_per_pixel"] = total / weight if weight > 0 else math.nan
+            if self.ds.truth:
+                rec.update(self.metrics())
         if profile:
             for k, v in profile.items():
                 self.timings[k] = self.timings.get(k, 0.0) + v

@@ -329,3 +329,20 @@ def test_a_given_probe_that_is_rescaled_to_the_data_says_by_how_much(farfield):
     kept = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset", fit_probe_scale=False))
     assert not [e for e in kept.events if e["event"] == "probe_scale"]
     np.testing.assert_allclose(kept.probe, 3.0 * exp.probe, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["gaussian", "poisson"])
+def test_the_loss_per_pixel_is_the_whole_datasets_loss_per_detector_pixel(farfield, loss):
+    """Beside the raw per-epoch value: the loss's own definition over every pattern, per valid pixel."""
+    from cuptycho import forward, reference
+
+    _, ds = farfield
+    mask = np.ones(ds.data.shape[1:])
+    mask[:3] = 0                                               # dead rows are not counted
+    masked = ds.replace(mask=mask)
+    result = reconstruct(masked, quick(epochs=3, batch=16, loss=loss, metrics_every=2, dtype="complex128"))
+    assert [("loss_per_pixel" in h) for h in result.history] == [True, False, True]
+    intensity = forward(result.object, result.probe, result.positions, **ds.forward_kwargs())
+    terms = reference.loss_terms(loss, np.asarray(intensity, np.float64), np.asarray(ds.data, np.float64)) * mask
+    expected = terms.sum() / (mask.sum() * ds.n_patterns)
+    assert result.history[-1]["loss_per_pixel"] == pytest.approx(expected, rel=1e-9)
