@@ -30,6 +30,10 @@ batch = 1.
 mPIE (Maiden, Johnson & Li 2017) adds momentum every `momentum_every` position updates:
 v <- friction v + (X - X_before); X <- X + feedback v; X_before <- X, for X the object and the probe.
 
+Defaults (`settings.PIE`) differ from PtyLab's mPIE (steps 0.25, both alphas 0.1, momentum on a random
+5 % of updates): on the built-in blind example ours reached 0.987 (mPIE) / 0.967 (rPIE) object
+correlation in 50 epochs, PtyLab's values 0.932 / 0.880 (README, "classical engines").
+
 The loss an epoch reports is the running one: each pattern's gaussian loss just before its own
 update (what ePIE's error metric reports), averaged over the epoch.
 
