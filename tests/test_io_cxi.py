@@ -127,6 +127,20 @@ def test_result_is_written_the_way_ptychodus_writes_products(tmp_path):
         assert f["entry_1/sample_1/geometry_1/translation"].shape == (7, 3)
         np.testing.assert_allclose(f["entry_1/ptychodus/loss_values"][()], [3.0, 2.0])
         assert f["entry_1/process_1/program"][()] == b"cuptycho"
+        # every key and unit ptychodus' product reader uses (checked even where ptychodus is not installed)
+        dy, dx = ds.pixel_size
+        assert f["entry_1/title"][()] == f["entry_1/sample_1/name"][()] == b"cuptycho reconstruction"
+        assert f["entry_1/instrument_1/source_1/energy"][()] == pytest.approx(1.6e-15)           # J
+        assert f["entry_1/instrument_1/detector_1/distance"][()] == pytest.approx(1.5)           # m
+        for key, value in (("probe_pixel_width_m", dx), ("probe_pixel_height_m", dy), ("object_pixel_width_m", dx),
+                           ("object_pixel_height_m", dy), ("object_center_x_m", 41 * dx / 2),
+                           ("object_center_y_m", 40 * dy / 2)):
+            assert f[f"entry_1/ptychodus/{key}"][()] == pytest.approx(value), key
+        translation = f["entry_1/sample_1/geometry_1/translation"]
+        assert translation.attrs["units"] == "m" and f["entry_1/image_2/image_size"].attrs["units"] == "m"
+        np.testing.assert_allclose(translation[:, 0], (result["positions"][:, 1] + 7) * dx, rtol=1e-12)
+        np.testing.assert_allclose(translation[:, 1], (result["positions"][:, 0] + 6) * dy, rtol=1e-12)
+        assert f["entry_1/cuptycho"].attrs["length_units"] == "m" and "geometry" not in f["entry_1/cuptycho"]
     back = cio.read_result(path)
     np.testing.assert_array_equal(back.object, result["object"])
     np.testing.assert_array_equal(back.probe, result["probe"])
@@ -135,6 +149,19 @@ def test_result_is_written_the_way_ptychodus_writes_products(tmp_path):
     assert back.timings == {"total": 1.5} and back.device == "cpu"
     with pytest.raises(FileExistsError, match="overwrite"):
         cio.write_result(path, result, ds)
+
+
+def test_a_result_without_geometry_says_its_lengths_are_pixels(tmp_path):
+    """Were pixel numbers that ptychodus reads as metres, without a word."""
+    ds = Dataset(np.ones((3, 12, 14), np.float32), np.array([[0.0, 0.0], [2.0, 3.0], [4.0, 1.0]]))
+    result = {"object": np.ones((1, 30, 30), np.complex64), "probe": np.ones((1, 12, 14), np.complex64),
+              "positions": ds.positions, "history": []}
+    with h5py.File(cio.write_result(tmp_path / "r.cxi", result, ds)) as f:
+        assert f["entry_1/sample_1/geometry_1/translation"].attrs["units"] == "pixel"
+        assert f["entry_1/image_2/image_size"].attrs["units"] == "pixel"
+        assert "probe_pixel_width_m" not in f["entry_1/ptychodus"]
+        group = f["entry_1/cuptycho"]
+        assert group.attrs["length_units"] == "pixel" and group["geometry"][()].startswith(b"unknown: the data file")
 
 
 # --------------------------------------------------------------------------- the PETRA III file
@@ -242,3 +269,49 @@ def test_z_and_pixel_size_the_geometry_derives_are_refused_not_ignored(tmp_path,
 def test_petra_refuses_a_z_its_geometry_does_not_use():
     with pytest.raises(cio.DataError, match=r"z = 0.004 would be ignored: the z is derived as 0.0036381"):
         cio.load(PETRA, geometry_kind="nearfield", focus_distance=3.65e-3, z=4e-3)
+
+
+@pytest.mark.parametrize("codec", ["bitshuffle-lz4", "zstd", "blosc-lz4"])
+def test_compressed_detector_data_reads_identically(tmp_path, codec):
+    """Eiger / Jungfrau-style files store the patterns compressed with filters h5py cannot read alone."""
+    import hdf5plugin
+
+    ds = measurement(n=9, shape=(16, 16))
+    plain = cio.write_cxi(tmp_path / "plain.cxi", ds)
+    packed = cio.write_cxi(tmp_path / "packed.cxi", ds)
+    compression = {"bitshuffle-lz4": hdf5plugin.Bitshuffle(cname="lz4"), "zstd": hdf5plugin.Zstd(),
+                   "blosc-lz4": hdf5plugin.Blosc(cname="lz4")}[codec]
+    with h5py.File(packed, "r+") as f:
+        path = "entry_1/instrument_1/detector_1/data"
+        data = f[path][()]
+        del f[path]
+        f.create_dataset(path, data=data, chunks=(1, *data.shape[1:]), **compression)
+        assert f[path].id.get_create_plist().get_nfilters() >= 1
+    a, b = cio.load(plain), cio.load(packed)
+    np.testing.assert_array_equal(b.data, a.data)
+    np.testing.assert_array_equal(b.positions, a.positions)
+
+
+def test_a_filter_this_hdf5_cannot_decode_is_named(tmp_path, monkeypatch):
+    import hdf5plugin
+
+    path = cio.write_cxi(tmp_path / "packed.cxi", measurement(n=3, shape=(16, 16)))
+    with h5py.File(path, "r+") as f:
+        key = "entry_1/instrument_1/detector_1/data"
+        data = f[key][()]
+        del f[key]
+        f.create_dataset(key, data=data, chunks=(1, 16, 16), **hdf5plugin.Zstd())
+    real = h5py.h5z.filter_avail
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: False if code == hdf5plugin.ZSTD_ID else real(code))
+    original = h5py.Dataset.__getitem__
+
+    def refuse(self, sel):                        # what HDF5 does without the decoder
+        plist = self.id.get_create_plist()
+        if any(plist.get_filter(i)[0] == hdf5plugin.ZSTD_ID for i in range(plist.get_nfilters())):
+            raise OSError("Can't synchronously read data (required filter 'Zstandard' is not registered)")
+        return original(self, sel)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", refuse)
+    with pytest.raises(cio.DataError, match=rf"compressed with filter .*\(id {hdf5plugin.ZSTD_ID}\), which this HDF5 "
+                                            "cannot decode"):
+        cio.load(path)

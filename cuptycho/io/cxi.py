@@ -58,8 +58,12 @@ FORMAT = "cuptycho-cxi-1"
 
 
 def h5py_module():
-    """h5py, imported when an HDF5 file is first touched."""
+    """h5py, imported when an HDF5 file is first touched, with hdf5plugin's compression filters registered
+    (bitshuffle/LZ4, Blosc, zstd, LZ4, ...: what modern detectors write)."""
+    import importlib
+
     import h5py
+    importlib.import_module("hdf5plugin")          # importing it registers the filters with HDF5
     return h5py
 
 
@@ -102,7 +106,25 @@ def _read(path, dset, what, sel=()):
     try:
         return dset[sel]
     except (OSError, ValueError, TypeError) as err:
+        missing = _missing_filters(dset)
+        if missing:
+            raise DataError(path, f"cannot read {what} ({dset.name}): it is compressed with {missing}, which this "
+                                  "HDF5 cannot decode (hdf5plugin registers the common detector filters: "
+                                  "pip install --upgrade hdf5plugin)") from None
         raise DataError(path, f"cannot read {what} ({dset.name}): the file is damaged or truncated ({err})") from None
+
+
+def _missing_filters(dset) -> str:
+    """The dataset's compression filters HDF5 has no decoder for, named ("" when none is missing)."""
+    h5py = h5py_module()
+    try:
+        plist = dset.id.get_create_plist()
+        filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    except (AttributeError, ValueError, RuntimeError):
+        return ""
+    names = [f"filter {f[3].decode(errors='replace') or '?'} (id {f[0]})" for f in filters
+             if not h5py.h5z.filter_avail(f[0])]
+    return ", ".join(names)
 
 
 def _float_value(path, f, key, what):
