@@ -4,7 +4,8 @@ Six panels: the object's magnitude and phase (mode 0, cropped to the scanned reg
 removed), the probe modes (brightness = amplitude, hue = phase, each mode's share of the power), the
 loss per epoch (loss switches and interruptions marked), the position corrections (arrows from the
 nominal to the refined positions, exaggerated by a stated factor) and the trajectories of the
-propagation distance z and of the RMS position correction.
+propagation distance z and of the RMS position correction (far field, without z: a histogram of
+how far each position moved, those left out of the loss apart).
 
 Drawn with matplotlib's Agg canvas on a `Figure` of its own (no pyplot, no display, no global
 backend switch), and written atomically: a half-written PNG never appears.
@@ -170,23 +171,47 @@ def _positions_panel(fig, a, positions, nominal, probe):
     a.set_ylabel("y (object pixels)")
 
 
-def _z_panel(a, result):
-    """z and the RMS position correction per epoch."""
-    ez, z = _history(result, "z")
+def _rms_trajectory(a, result):
+    """The RMS position correction per epoch on a twin axis of `a` (when positions moved at all)."""
     er, rms_t = _history(result, "position_correction_rms")
-    if z.size:
-        a.plot(ez, z * 1e3, color="C0")
-        a.set_ylabel("z (mm)", color="C0")
-        a.set_title(f"z: {z[0]:.6g} m -> {z[-1]:.6g} m ({100 * (z[-1] / z[0] - 1):+.3g}%)")
-        a.ticklabel_format(axis="y", useOffset=False)
-    else:
-        a.set_yticks([])
-        a.set_title("no propagation distance (far field)")
     if rms_t.size and np.any(rms_t > 0):
         b = a.twinx()
         b.plot(er, rms_t, color="C3", ls="--")
         b.set_ylabel("RMS position correction per axis (px)", color="C3")
+
+
+def _z_panel(a, result):
+    """z and the RMS position correction per epoch."""
+    ez, z = _history(result, "z")
+    a.plot(ez, z * 1e3, color="C0")
+    a.set_ylabel("z (mm)", color="C0")
+    a.set_title(f"z: {z[0]:.6g} m -> {z[-1]:.6g} m ({100 * (z[-1] / z[0] - 1):+.3g}%)")
+    a.ticklabel_format(axis="y", useOffset=False)
+    _rms_trajectory(a, result)
     a.set_xlabel("epoch")
+    a.grid(alpha=0.3)
+
+
+def _corrections_panel(a, result, positions, nominal):
+    """Where there is no z (far field): how far each position moved from its nominal place, the positions
+    left out of the loss counted apart, and the RMS correction per epoch."""
+    excluded = getattr(result, "excluded_positions", None)
+    excluded = np.zeros(0, dtype=int) if excluded is None else np.asarray(excluded, dtype=int)
+    if nominal is not None and len(nominal) == len(positions):
+        moved = np.linalg.norm(positions - np.asarray(nominal, dtype=np.float64), axis=1)
+        kept = np.setdiff1d(np.arange(len(moved)), excluded)
+        a.hist(moved[kept], bins=30, color="C0", alpha=0.8, label="in the loss")
+        if len(excluded):
+            a.hist(moved[excluded], bins=30, color="C3", alpha=0.8, label=f"left out ({len(excluded)})")
+            a.legend(loc="upper right")
+        a.set_xlabel("distance moved from the nominal position (object pixels)")
+        a.set_ylabel("positions")
+        a.set_title(f"position corrections: median {np.median(moved):.3g} px, max {moved.max():.3g} px")
+    else:
+        a.set_yticks([])
+        a.set_xlabel("epoch")
+        a.set_title("position corrections (no nominal positions given)")
+        _rms_trajectory(a, result)
     a.grid(alpha=0.3)
 
 
@@ -208,7 +233,10 @@ def figure(result, *, nominal=None, source=None):
     _probe_panel(ax[0, 2], probe)
     _loss_panel(ax[1, 0], result)
     _positions_panel(fig, ax[1, 1], positions, nominal, probe)
-    _z_panel(ax[1, 2], result)
+    if _history(result, "z")[1].size:
+        _z_panel(ax[1, 2], result)
+    else:                                         # far field: no z to show, so the corrections instead
+        _corrections_panel(ax[1, 2], result, positions, nominal)
     seconds = (result.timings or {}).get("total")
     head = f"{Path(source).name}: " if source else ""
     fig.suptitle(f"{head}{len(result.history)} epochs on {result.device or '?'}"
