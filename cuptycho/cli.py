@@ -295,6 +295,10 @@ def reconstruct_cmd(args) -> int:
           f"on {rec.device}, final loss {last:.6g}" + (f" ({per_pixel[-1]:.6g} per pixel)" if per_pixel else "")
           + (f", stopped early: {stopped[-1]}" if stopped else "")
           + f"; wrote {outcome.output}")
+    if run.dataset.pixel_size is None:
+        _say(f"note: {run.data} records no wavelength, detector distance and pixel size: lengths in "
+             f"{outcome.output} (translations, image sizes) are in object pixels, marked units = 'pixel'; "
+             "give the geometry under [data] for metres")
     if outcome.stopped_by is not None:
         _say(f"{signal.Signals(outcome.stopped_by).name} came after the last epoch: the result is complete")
     if rec.diverged:

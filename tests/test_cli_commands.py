@@ -310,3 +310,17 @@ def test_a_probe_from_the_file_that_is_rescaled_is_said_so(workdir, capsys):
     assert cli.main(["reconstruct", str(path), "-o", str(workdir / "probe_kept.cxi"), *common,
                      "--set", "fit_probe_scale=false"]) == 0
     assert "the given probe scaled" not in capsys.readouterr().err
+
+
+def test_a_result_without_geometry_is_said_to_be_in_pixels(workdir, capsys):
+    from cuptycho import Dataset
+    from cuptycho import io as cio
+
+    ds = cio.load(workdir / "sim.cxi")
+    bare = cio.write_cxi(workdir / "bare.cxi", Dataset(ds.data, ds.positions, obj_shape=ds.obj_shape))
+    assert cli.main(["reconstruct", str(bare), "-o", str(workdir / "bare_result.cxi"), "--backend", "cpu",
+                     "--epochs", "1"]) == 0
+    assert "records no wavelength, detector distance and pixel size: lengths in" in capsys.readouterr().err
+    assert cli.main(["reconstruct", str(workdir / "sim.cxi"), "-o", str(workdir / "metres.cxi"), "--backend", "cpu",
+                     "--epochs", "1"]) == 0
+    assert "records no wavelength" not in capsys.readouterr().err

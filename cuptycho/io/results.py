@@ -9,7 +9,9 @@ axes ``layer:y:x``; each image with ``image_size`` (width, height, 0 in metres),
 refined probe positions (probe centre, x, y, 0 in metres, relative to the object's corner; pixels
 when no pixel size is known), ``source_1/energy``, ``detector_1/distance``, ``process_1``
 (program, version, date) and ptychodus' ``/entry_1/ptychodus`` extras (pixel sizes, object centre,
-loss epochs and values). Our own group ``/entry_1/cuptycho`` holds what cuptycho needs to resume
+loss epochs and values), ``title`` and ``sample_1/name`` (the data file's stem). Without a known
+sample pixel size every length is in object pixels: ``units`` attributes say ``pixel`` and our
+group's ``geometry`` says why. Our own group ``/entry_1/cuptycho`` holds what cuptycho needs to resume
 or report: ``object`` and ``probe`` (all modes), ``positions`` and ``positions_nominal`` (pixels),
 ``z``, ``loss`` (per epoch), ``history``, ``timings``, ``events`` and ``config`` (JSON strings),
 ``device``, ``scan_matrix`` (I + A of the refined scan model, when [scan] refined it) and
@@ -103,8 +105,15 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
         if dataset is not None and dataset.detector_distance is not None:
             det.create_dataset("distance", data=dataset.detector_distance)
         _write_ptychodus(e, src, det, obj, probe, positions, pixel, losses)
+        title = _title(dataset)
+        write_str(e, "title", title)
+        write_str(e.require_group("sample_1"), "name", title)
         g = e.create_group(GROUP)
         g.attrs["format"] = FORMAT
+        # lengths in metres need the sample pixel size; without it every length above is in object pixels
+        g.attrs["length_units"] = "m" if pixel is not None else "pixel"
+        if pixel is None:
+            write_str(g, "geometry", UNKNOWN_GEOMETRY)
         g.create_dataset("object", data=obj)
         g.create_dataset("probe", data=probe)
         g.create_dataset("positions", data=positions)
@@ -130,6 +139,16 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
     return Path(os.fspath(path))
 
 
+UNKNOWN_GEOMETRY = ("unknown: the data file records no wavelength, detector distance and pixel size, so the "
+                    "translations, image sizes and object centre are in object pixels, not metres")
+
+
+def _title(dataset) -> str:
+    """The product's name (ptychodus reads /entry_1/title, else sample_1/name): the data file's stem."""
+    source = None if dataset is None else (dataset.metadata or {}).get("source")
+    return f"{Path(source).stem} (cuptycho)" if source else "cuptycho reconstruction"
+
+
 def _write_ptychodus(e, src, det, obj, probe, positions, pixel, losses):
     """What ptychodus reads in entry `e`: probe and object images, probe positions, process, extras."""
     h5py = h5py_module()
@@ -149,7 +168,8 @@ def _write_ptychodus(e, src, det, obj, probe, positions, pixel, losses):
         dset.attrs["axes"] = axes
         write_str(img, "data_type", dtype_name)
         write_str(img, "data_space", "real")
-        img.create_dataset("image_size", data=np.array([size[0], size[1], 0.0]))
+        img.create_dataset("image_size", data=np.array([size[0], size[1], 0.0])).attrs["units"] = \
+            "m" if pixel is not None else "pixel"
         img["source_1"] = h5py.SoftLink(src.name)
         img["detector_1"] = h5py.SoftLink(det.name)
     src["illumination"] = h5py.SoftLink("/entry_1/image_1/data")
@@ -171,11 +191,15 @@ def _write_ptychodus(e, src, det, obj, probe, positions, pixel, losses):
 
 def read_result(path):
     """A result written by `write_result`: a `cuptycho.Result` (object, probe, positions, z, history,
-    events, timings, config, device); arrays come back exactly as written."""
+    events, timings, config, device); arrays come back exactly as written. A CXI product another
+    program wrote in ptychodus' layout (no cuptycho group) is read from that layout (`_read_product`)."""
     with open_hdf5(path) as f:
         g = node(f, f"/entry_1/{GROUP}")
+        if g is None and node(f, "/entry_1/image_2/data") is not None:
+            return _read_product(path, f)           # another program's product (ptychodus' layout)
         if g is None or "object" not in g:
-            raise DataError(path, f"not a cuptycho result file: no /entry_1/{GROUP}/object")
+            raise DataError(path, f"not a cuptycho result file: no /entry_1/{GROUP}/object (nor a ptychodus "
+                                  "product's /entry_1/image_2/data)")
         try:
             fields = {
                 "object": g["object"][()], "probe": g["probe"][()], "positions": g["positions"][()],
@@ -197,3 +221,49 @@ def read_result(path):
     except Exception:                            # engine unavailable or changed: plain namespace
         pass
     return types.SimpleNamespace(**fields)
+
+
+def _scalar_at(f, path):
+    item = node(f, path)
+    return None if item is None else float(np.asarray(item[()]).reshape(-1)[0])
+
+
+def _read_product(path, f) -> Result:
+    """A ptychodus-layout product as a `Result`: the object (layers), the probe's first OPR mode's
+    incoherent modes, the positions converted from probe centres in metres (the object's frame, its
+    centre at ``object_center_{x,y}_m``) to our patches' top-left corners in object pixels, and the
+    losses; the pixel sizes come from ``/entry_1/ptychodus`` or else ``image_size``."""
+    try:
+        obj = np.asarray(f["/entry_1/image_2/data"][()])
+        probe = np.asarray(node(f, "/entry_1/image_1/data")[()] if node(f, "/entry_1/image_1/data") is not None
+                           else f["/entry_1/instrument_1/source_1/illumination"][()])
+        obj = obj[None] if obj.ndim == 2 else obj
+        probe = probe[0] if probe.ndim == 4 else (probe[None] if probe.ndim == 2 else probe)
+        (h, w), (ny, nx) = obj.shape[-2:], probe.shape[-2:]
+
+        def pixel(image, shape, key):
+            width, height = _scalar_at(f, f"/entry_1/ptychodus/{key}_pixel_width_m"), \
+                _scalar_at(f, f"/entry_1/ptychodus/{key}_pixel_height_m")
+            if width is None or height is None:
+                size = np.asarray(f[f"/entry_1/{image}/image_size"][()], dtype=np.float64)
+                width, height = size[0] / shape[1], size[1] / shape[0]
+            return height, width
+
+        dy, dx = pixel("image_2", (h, w), "object")
+        cx, cy = (_scalar_at(f, f"/entry_1/ptychodus/object_center_{a}_m") for a in "xy")
+        cx = w * dx / 2 if cx is None else cx
+        cy = h * dy / 2 if cy is None else cy
+        t = node(f, "/entry_1/sample_1/geometry_1/translation") or f["/entry_1/data_1/translation"]
+        t = np.asarray(t[()], dtype=np.float64)
+        positions = np.stack([(t[:, 1] - (cy - h * dy / 2)) / dy - ny / 2, (t[:, 0] - (cx - w * dx / 2)) / dx - nx / 2],
+                             axis=1)
+        values = node(f, "/entry_1/ptychodus/loss_values")
+        values = [] if values is None else np.atleast_1d(values[()]).tolist()
+        epochs = node(f, "/entry_1/ptychodus/loss_epochs")
+        epochs = list(range(len(values))) if epochs is None else np.atleast_1d(epochs[()]).tolist()
+        program = node(f, "/entry_1/process_1/program")
+    except (KeyError, OSError, ValueError, TypeError, IndexError) as err:
+        raise DataError(path, f"not a readable ptychodus product ({err})") from None
+    return Result(object=obj, probe=probe, positions=positions, z=None,
+                  history=[{"epoch": int(e), "loss": float(v)} for e, v in zip(epochs, values)], events=[],
+                  timings={}, config={}, device="" if program is None else scalar(program[()]))
