@@ -448,9 +448,15 @@ def nvrtc_options() -> tuple[str, ...]:
     return ("-std=c++17", f"-I{kernel_dir()}", f"-DCPT_SRC_DIGEST={source_digest()[:16]}")
 
 
+def line_directive(path) -> str:
+    """`#line 1 "<path>"` with forward slashes: a Windows path's backslashes would be escape sequences
+    (NVRTC rejects ``\\U`` in ``C:\\Users``)."""
+    return f'#line 1 "{os.fspath(path).replace(chr(92), "/")}"\n'
+
+
 def source_text(path: Path) -> str:
     """Kernel source with a #line directive so compiler messages name the real file."""
-    return f'#line 1 "{path}"\n' + path.read_text()
+    return line_directive(path) + path.read_text()
 
 
 @functools.cache

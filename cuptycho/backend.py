@@ -25,9 +25,11 @@ def array_module(*arrays):
 
 @functools.cache
 def gpu_status() -> tuple[bool, str]:
-    """(True, "") when a CUDA device actually answers, else (False, why).
+    """(True, "") when a CUDA device answers and can run cuptycho, else (False, why).
 
-    `import cupy` succeeds on machines without a GPU, so this touches the device.
+    `import cupy` succeeds on machines without a GPU, so this touches the device; a device that answers
+    is then asked to compile and run one tiny kernel and one tiny FFT, because a pip-installed CuPy may
+    lack the NVRTC and cuFFT libraries and would otherwise fail at a run's first launch.
     """
     cp = cupy_module()
     if cp is None:
@@ -38,7 +40,20 @@ def gpu_status() -> tuple[bool, str]:
         cp.cuda.Device(0).compute_capability
     except Exception as err:                       # no driver, no device, broken runtime
         return False, f"no CUDA device answers ({type(err).__name__}: {err})"
+    try:                                           # what a run needs beyond the driver: NVRTC and cuFFT
+        x = cp.zeros(2, dtype=cp.float32)
+        cp.RawKernel(_PROBE_KERNEL, "cuptycho_probe")((1,), (1,), (x,))
+        cp.fft.fft2(cp.zeros((2, 2), dtype=cp.complex64))
+        cp.cuda.Device(0).synchronize()
+    except Exception as err:                       # e.g. a pip-only CuPy without libnvrtc / libcufft
+        return False, (f"{GPU_BROKEN} ({type(err).__name__}: {err}); install the CUDA libraries CuPy loads: "
+                       "pip install 'cupy-cuda12x[ctk]' (CuPy >= 14) or the nvidia-cuda-nvrtc-cu12 and "
+                       "nvidia-cufft-cu12 wheels, or a CUDA toolkit")
     return True, ""
+
+
+GPU_BROKEN = "a CUDA device answers but compiling a kernel (NVRTC) or an FFT (cuFFT) failed"
+_PROBE_KERNEL = 'extern "C" __global__ void cuptycho_probe(float* x) { x[threadIdx.x] = 1.0f; }'
 
 
 DEVICES = ("numpy", "cpu", "cuda")
@@ -47,8 +62,9 @@ DEVICES = ("numpy", "cpu", "cuda")
 def resolve(name: str) -> str:
     """The device that runs backend `name`: 'numpy' (reference), 'cpu' (OpenMP kernels) or 'cuda'.
 
-    "auto" picks cuda when a device answers, else cpu when the kernels compile, else numpy with
-    a warning naming why; an explicit "cpu" or "cuda" that cannot run is a ValueError saying why.
+    "auto" picks cuda when a device answers and runs a kernel and an FFT (a warning names why when it
+    answers but cannot), else cpu when the kernels compile, else numpy with a warning naming why; an
+    explicit "cpu" or "cuda" that cannot run is a ValueError saying why.
     """
     import warnings
 
@@ -71,6 +87,8 @@ def resolve(name: str) -> str:
     gpu_ok, gpu_why = gpu_status()
     if gpu_ok:
         return "cuda"
+    if gpu_why.startswith(GPU_BROKEN):            # a GPU that cannot run us is worth a word; no GPU is not
+        warnings.warn(f"backend 'auto' does not use the GPU: {gpu_why}", RuntimeWarning, stacklevel=3)
     cpu_ok, cpu_why = _build.cpu_available()
     if cpu_ok:
         return "cpu"
