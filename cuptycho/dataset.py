@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, validation
+from .backend import array_module, to_host
 from .units import (GEOMETRY_KINDS, default_propagator, derive_sampling, energy_to_wavelength, fresnel_scaling,
                     geometry_kind_of, joule_to_ev, wavelength_to_energy)
 
@@ -99,6 +100,12 @@ class Dataset:
     position_offset: tuple | None = None
 
     def __post_init__(self):
+        # arrays on a GPU (CuPy) come to the host here, once, explicitly: np.asarray refuses them, and the
+        # engine moves what it needs to its own device
+        for name in ("data", "positions", "mask", "probe", "positions_m"):
+            value = getattr(self, name)
+            if value is not None and array_module(value) is not np:
+                setattr(self, name, to_host(value))
         self.data = np.asarray(self.data)
         if self.data.ndim != 3:
             raise ValueError(f"data must have shape (J, Ny, Nx), got {self.data.shape}")
@@ -286,7 +293,8 @@ class Dataset:
         wl = energy_to_wavelength(energy) if wavelength is None else \
             validation.positive_number("wavelength", wavelength)
         validation.choice("geometry_kind", geometry_kind, GEOMETRY_KINDS)
-        data = np.asarray(data)
+        data = to_host(data)
+        positions_m = None if positions_m is None else to_host(positions_m)
         if data.ndim != 3:
             raise ValueError(f"data must have shape (J, Ny, Nx), got {data.shape}")
         if propagator is None:
