@@ -59,6 +59,13 @@ _PROBE_KERNEL = 'extern "C" __global__ void cuptycho_probe(float* x) { x[threadI
 DEVICES = ("numpy", "cpu", "cuda")
 
 
+def device_id(device: str) -> int:
+    """The current CUDA device's id for 'cuda' (`cupy.cuda.Device().id`: what `Device(1).use()` changes),
+    0 otherwise: part of the key of every cache of device buffers, plans and transfer functions, so
+    that a process that switches GPUs never gets another device's memory."""
+    return int(cupy_module().cuda.Device().id) if device == "cuda" else 0
+
+
 def resolve(name: str) -> str:
     """The device that runs backend `name`: 'numpy' (reference), 'cpu' (OpenMP kernels) or 'cuda'.
 

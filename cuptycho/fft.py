@@ -164,10 +164,14 @@ class CupyPlan:
         return self._fft.ifft2(x, axes=AXES, norm="forward", overwrite_x=True, plan=self._plan)
 
 
-@functools.lru_cache(maxsize=16)
 def plan(device: str, library: str, shape: tuple, dtype) -> FFTWPlan | ScipyPlan | CupyPlan:
-    """The cached plan (with its work buffer) for `shape` on `device` ('cpu' or 'cuda')."""
-    dtype = np.dtype(dtype)
+    """The cached plan (with its work buffer) for `shape` on `device` ('cpu' or 'cuda'), per GPU."""
+    from .backend import device_id
+    return _plan(device, device_id(device), library, tuple(shape), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(device, gpu, library, shape, dtype):           # gpu: only a key (the plan is made on the current one)
     if device == "cuda":
         return CupyPlan(shape, dtype)
     return FFTWPlan(shape, dtype) if library == "fftw" else ScipyPlan(shape, dtype)

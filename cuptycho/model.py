@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from . import backend as backends
 from . import fft, geometry, reference
 from .backend import array_module
 from .launchers import exitwave, likelihood, propagate, sampling
@@ -45,8 +46,14 @@ def chunk_size(device, n_pos, bytes_per_position):
     return int(min(n_pos, max(threads, fit // threads * threads)))
 
 
-@functools.lru_cache(maxsize=4)
 def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):
+    """`_device_transfer` for the current GPU (its cache is keyed by the device)."""
+    return _device_transfer(xp, backends.device_id("numpy" if xp is np else "cuda"), kind, buf_shape, z, wavelength,
+                            pixel_size, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _device_transfer(xp, gpu, kind, buf_shape, z, wavelength, pixel_size, dtype):
     """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and kz on the device.
 
     Cached (read-only results): an engine evaluates the model per minibatch, a sequential one per
@@ -55,9 +62,13 @@ def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):
     return xp.asarray((h / (buf_shape[0] * buf_shape[1])).astype(dtype)), xp.asarray(kz)
 
 
-@functools.lru_cache(maxsize=8)
 def _scratch(device, shape, dtype):
-    """A reusable device array of `shape` (grad patches, spectra), one per shape and dtype."""
+    """A reusable device array of `shape` (grad patches, spectra), one per shape, dtype and GPU."""
+    return _device_scratch(device, backends.device_id(device), tuple(shape), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=8)
+def _device_scratch(device, gpu, shape, dtype):
     xp = np if device == "cpu" else __import__("cupy")
     return xp.empty(shape, dtype)
 

@@ -107,3 +107,27 @@ def test_a_dataset_from_device_arrays_comes_to_the_host_at_its_boundary(monkeypa
     measured = Dataset.from_measurement(DeviceArray(data), energy=1.6e-15, detector_distance=2.0,
                                         detector_pixel_size=75e-6, positions_m=DeviceArray(positions * 5e-8))
     np.testing.assert_array_equal(measured.data, data)
+
+
+def test_device_caches_are_kept_per_gpu(monkeypatch):
+    """FFT plans, scratch buffers and transfer functions were cached per shape only: after
+    `cupy.cuda.Device(1).use()` a run got device 0's buffers."""
+    from cuptycho import fft, model
+
+    current = {"id": 0}
+    monkeypatch.setattr(backend, "device_id", lambda device: current["id"] if device == "cuda" else 0)
+    monkeypatch.setattr(fft, "CupyPlan", lambda shape, dtype: object())          # no GPU here: a token per plan
+    fft._plan.cache_clear()
+    model._device_transfer.cache_clear()
+    gpu_xp = type("DeviceNamespace", (), {"asarray": staticmethod(np.asarray)})()   # a cupy stand-in (hashable)
+    transfer = ("angular_spectrum", (8, 8), 1e-3, 1e-10, (5e-8, 5e-8), np.complex64)
+    first = fft.plan("cuda", "cufft", (2, 8, 8), np.complex64), model._transfer(gpu_xp, *transfer)
+    assert fft.plan("cuda", "cufft", (2, 8, 8), np.complex64) is first[0]
+    assert model._transfer(gpu_xp, *transfer) is first[1]
+    current["id"] = 1
+    assert fft.plan("cuda", "cufft", (2, 8, 8), np.complex64) is not first[0]
+    assert model._transfer(gpu_xp, *transfer) is not first[1]
+    current["id"] = 0
+    assert fft.plan("cuda", "cufft", (2, 8, 8), np.complex64) is first[0]
+    fft._plan.cache_clear()
+    model._device_transfer.cache_clear()
