@@ -84,9 +84,17 @@ def illuminated(probe, positions, obj_shape, fraction=0.1):
     probe = _host("probe", probe)
     power = np.sum(np.abs(probe.reshape(-1, *probe.shape[-2:])) ** 2, axis=0).astype(np.complex128)
     pos = np.ascontiguousarray(_host("positions", positions, ndim=2), dtype=np.float64)
-    patches = np.ascontiguousarray(np.broadcast_to(power, (len(pos), 1, *power.shape)))
-    lit = reference.patch_adj(patches, pos, (1, *tuple(obj_shape)[-2:])).real[0]
+    # in chunks of positions: the patches of a whole scan (10k x 256^2 complex128 = 10 GB) never exist at once
+    step = max(1, ILLUMINATED_CHUNK_BYTES // power.nbytes)
+    lit = np.zeros(tuple(obj_shape)[-2:])
+    for start in range(0, len(pos), step):
+        chunk = pos[start:start + step]
+        patches = np.ascontiguousarray(np.broadcast_to(power, (len(chunk), 1, *power.shape)))
+        lit += reference.patch_adj(patches, chunk, (1, *tuple(obj_shape)[-2:])).real[0]
     return lit >= fraction * lit.max()
+
+
+ILLUMINATED_CHUNK_BYTES = 64 * 2 ** 20         # patches per chunk of `illuminated`
 
 
 # ------------------------------------------------------------------ correlation and alignment

@@ -206,3 +206,18 @@ def test_registration_uses_the_masked_region_not_the_unlit_border(border):
     _, shift = metrics.align(estimate, truth, mask=lit)
     np.testing.assert_allclose(shift, [1.3, -0.7], atol=0.03)
     assert metrics.correlation(estimate, truth, mask=lit) > 0.85
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 8 * 8, 64 * 2 ** 20])
+def test_illuminated_sums_the_probe_power_over_the_scan_in_bounded_chunks(monkeypatch, rng, chunk_bytes):
+    """The scan's patches were formed all at once (10 GB at 10k x 256^2); now a chunk at a time."""
+    monkeypatch.setattr(metrics, "ILLUMINATED_CHUNK_BYTES", chunk_bytes)
+    probe = rng.standard_normal((2, 8, 8)) + 1j * rng.standard_normal((2, 8, 8))
+    positions = rng.integers(0, 12, (11, 2)).astype(np.float64)       # integer: an exact crop each
+    power = np.sum(np.abs(probe) ** 2, axis=0)
+    expected = np.zeros((20, 20))
+    for y, x in positions.astype(int):
+        expected[y:y + 8, x:x + 8] += power
+    for fraction in (0.1, 0.5):
+        np.testing.assert_array_equal(metrics.illuminated(probe, positions, (20, 20), fraction),
+                                      expected >= fraction * expected.max())
