@@ -33,6 +33,8 @@ from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, Posit
                        loss_plan, table)
 
 
+FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the initial probe-scale fit
+
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
@@ -141,10 +143,18 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
     def _fit_probe_scale(self):
         """Scale the probe so the first predicted intensities match the data (least squares); for a probe the
         user gave, the factor is an event ("probe_scale"), so it is never rescaled without a word."""
-        positions = backends.to_device(self.device, self.positions())
-        intensity = ops.forward(self.device, self.obj, self.probe, positions, **self.model_kwargs())
+        n, ny, nx = self.data.shape
+        step = max(1, FIT_CHUNK_BYTES // (ny * nx * self.real.itemsize))   # a chunk's intensities, not all
+        numerator = denominator = 0.0
+        for start in range(0, n, step):
+            idx = np.arange(start, min(start + step, n))
+            data, mask = self.batch_data(idx)
+            intensity = ops.forward(self.device, self.obj, self.probe,
+                                    backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
+            a, b = initial.scale_sums(intensity, data, mask)
+            numerator, denominator = numerator + a, denominator + b
         before = float(self.xp.linalg.norm(self.probe))
-        self.probe = initial.scaled_to_data(self.probe, intensity, self.data, self.mask)
+        self.probe = initial.scaled_by(self.probe, numerator, denominator)
         if self.cfg.init_probe == "dataset":     # a probe the user gave; a guess of our own is ours to scale
             factor = float(self.xp.linalg.norm(self.probe)) / before
             self.events.append({"epoch": 0, "event": "probe_scale", "factor": factor, "probe": "given"})

@@ -18,6 +18,7 @@ from .constraints import orthogonalize_modes
 from .validation import complex_dtype, integer, integer_pair, real_number, seed_sequence
 
 __all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "scaled_to_data",
+           "scale_sums", "scaled_by",
            "MODE_POWER"]
 
 # Default share of the total power given to the extra probe modes together.
@@ -330,21 +331,30 @@ def fit_probe_scale(obj, probe, positions, data, mask=None, **forward_kwargs):
     intensity = forward(obj, probe, positions, **forward_kwargs)
     n, patch = intensity.shape[0], intensity.shape[-2:]
     xp = array_module(intensity)
-    d = xp.asarray(validation.data(data, n, patch, np.float64))
-    w = validation.mask(mask, n, patch, np.float64)
+    d = xp.asarray(validation.data(data, n, patch, intensity.dtype))      # the model's precision: no float64 copy
+    w = validation.mask(mask, n, patch, intensity.dtype)
     return scaled_to_data(xp.asarray(probe), intensity, d, None if w is None else xp.asarray(w))
+
+
+def scale_sums(intensity, data, mask=None) -> tuple[float, float]:
+    """(sum w I d, sum w I^2) of one chunk of patterns (J, Ny, Nx) on one device: the products in the
+    arrays' own precision (no float64 copy of the chunk), each sum accumulated in float64."""
+    xp = array_module(intensity)
+    wi = intensity if mask is None else mask * intensity
+    return float(xp.sum(wi * data, dtype=xp.float64)), float(xp.sum(wi * intensity, dtype=xp.float64))
+
+
+def scaled_by(probe, numerator: float, denominator: float):
+    """`probe` * sqrt(s), s = numerator / denominator (`scale_sums` over all chunks): the least-squares
+    intensity scale, intensities being quadratic in the probe."""
+    if not denominator > 0:
+        raise ValueError("the model predicts no intensity on the valid pixels; cannot fit a probe scale")
+    s = numerator / denominator
+    return (probe * np.sqrt(s).astype(np.finfo(probe.dtype).dtype)).astype(probe.dtype)
 
 
 def scaled_to_data(probe, intensity, data, mask=None):
     """`probe` * sqrt(s) with s = sum w I d / sum w I^2 (the least-squares intensity scale), for
     checked arrays on one device: the modelled `intensity` and `data` (J, Ny, Nx), `mask` (Ny, Nx)
-    or (J, Ny, Nx) weights or None. The engine calls this with its own forward model; the sums are
-    accumulated in float64 and s is read back as one scalar to check it."""
-    xp = array_module(intensity)
-    i = intensity.astype(xp.float64)
-    wi = i if mask is None else mask * i
-    denom = float((wi * i).sum())
-    if not denom > 0:
-        raise ValueError("the model predicts no intensity on the valid pixels; cannot fit a probe scale")
-    s = float((wi * data).sum()) / denom
-    return (probe * np.sqrt(s).astype(np.finfo(probe.dtype).dtype)).astype(probe.dtype)
+    or (J, Ny, Nx) weights or None (`scale_sums` and `scaled_by` in one chunk)."""
+    return scaled_by(probe, *scale_sums(intensity, data, mask))

@@ -346,3 +346,19 @@ def test_the_loss_per_pixel_is_the_whole_datasets_loss_per_detector_pixel(farfie
     terms = reference.loss_terms(loss, np.asarray(intensity, np.float64), np.asarray(ds.data, np.float64)) * mask
     expected = terms.sum() / (mask.sum() * ds.n_patterns)
     assert result.history[-1]["loss_per_pixel"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_probe_scale_fit_works_a_chunk_of_patterns_at_a_time(farfield, monkeypatch):
+    """It modelled every pattern at once and copied them to float64 (~21 GB at 10k x 256^2 x 3 modes)."""
+    from cuptycho import initial
+
+    exp, ds = farfield
+    given = ds.replace(probe=3.0 * exp.probe)
+    whole = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
+    monkeypatch.setattr(engine, "FIT_CHUNK_BYTES", 5 * 64 * 64 * 4)          # 5 patterns per chunk
+    chunked = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    # the one-shot least squares (float64 throughout) on the same model agrees
+    reference_probe = initial.fit_probe_scale(np.ones((1, *ds.obj_shape), np.complex64), 3.0 * exp.probe,
+                                              ds.positions, ds.data, backend="cpu")
+    np.testing.assert_allclose(chunked, reference_probe, rtol=1e-5)
