@@ -34,13 +34,20 @@ from .backend import array_module
 from .launchers import exitwave, likelihood, propagate, sampling
 
 CHUNK_BYTES = int(os.environ.get("CUPTYCHO_CHUNK_BYTES", 4 << 20))
+# On a GPU one chunk held the whole batch: 15.7 GB of FFT buffer at 10k x 3 modes x 256^2, and a
+# batched FFT of 1.97e9 elements, near the 2^31 the plan call counts in. Bounded now by bytes and by
+# elements per plan.
+GPU_CHUNK_BYTES = int(os.environ.get("CUPTYCHO_GPU_CHUNK_BYTES", 1 << 31))
+FFT_PLAN_ELEMENTS = 2 ** 31 - 1
 
 
-def chunk_size(device, n_pos, bytes_per_position):
-    """Positions per chunk: all on a GPU; on the CPU about CHUNK_BYTES of work buffer, rounded to a
-    multiple of the thread count (kernels parallel over positions then split evenly)."""
+def chunk_size(device, n_pos, bytes_per_position, elements_per_position=1):
+    """Positions per chunk: on a GPU as many as fit GPU_CHUNK_BYTES of work buffer and FFT_PLAN_ELEMENTS
+    per batched plan; on the CPU about CHUNK_BYTES, rounded to a multiple of the thread count (kernels
+    parallel over positions then split evenly)."""
     if device == "cuda":
-        return n_pos
+        fit = min(GPU_CHUNK_BYTES // bytes_per_position, FFT_PLAN_ELEMENTS // elements_per_position)
+        return int(min(n_pos, max(1, fit)))
     threads = fft.cpu_threads()
     fit = max(1, CHUNK_BYTES // bytes_per_position)
     return int(min(n_pos, max(threads, fit // threads * threads)))
@@ -130,7 +137,7 @@ class _Run:
                                         geometry.pixel_pair(pixel_size), np.dtype(self.dtype))
         n_pos = positions.shape[0]
         per_position = self.n_obj * self.n_probe * self.n * np.dtype(self.dtype).itemsize
-        self.chunk = chunk_size(device, n_pos, per_position)
+        self.chunk = chunk_size(device, n_pos, per_position, self.n_obj * self.n_probe * self.n)
         self.chunks = [(j0, min(n_pos, j0 + self.chunk)) for j0 in range(0, n_pos, self.chunk)]
 
     def to_detector(self, obj, probe, positions, j0, j1, profile=None, keep_spectrum=False):

@@ -131,3 +131,18 @@ def test_device_caches_are_kept_per_gpu(monkeypatch):
     assert fft.plan("cuda", "cufft", (2, 8, 8), np.complex64) is first[0]
     fft._plan.cache_clear()
     model._device_transfer.cache_clear()
+
+
+def test_gpu_chunks_are_bounded_by_bytes_and_by_fft_plan_elements(monkeypatch):
+    """A GPU chunk held the whole batch: 10k x 3 modes x 256^2 complex64 is a 15.7 GB buffer and a
+    1.97e9-element batched FFT (the plan counts in 32 bits)."""
+    from cuptycho import model
+
+    per_position = 3 * 256 * 256                                   # elements: modes x pixels
+    chunk = model.chunk_size("cuda", 10_000, per_position * 8, per_position)
+    assert chunk * per_position * 8 <= model.GPU_CHUNK_BYTES and chunk * per_position <= model.FFT_PLAN_ELEMENTS
+    assert chunk == model.GPU_CHUNK_BYTES // (per_position * 8)     # 1365 at the 2 GiB default
+    monkeypatch.setattr(model, "GPU_CHUNK_BYTES", 1 << 40)
+    assert model.chunk_size("cuda", 20_000, per_position * 8, per_position) == model.FFT_PLAN_ELEMENTS // per_position
+    assert model.chunk_size("cuda", 64, per_position * 8, per_position) == 64               # a small batch: whole
+    assert model.chunk_size("cuda", 5, 1 << 45, 1 << 40) == 1                                 # never zero
