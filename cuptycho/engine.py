@@ -104,6 +104,10 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         # divergence watch: the loss's definition, its loss there and the lowest since (run); the
         # rollback target (snapshot, epoch, loss) and the last epoch's state awaiting its loss
         self.watch, self._rollback, self._pending = None, None, None
+        if config.init_probe != "dataset" and not config.probe.enabled:
+            warnings.warn(f"init_probe = {config.init_probe!r} is a rough guess of the probe, and [probe] enabled = "
+                          "false keeps it fixed for the whole run (a library Config leaves the probe off): enable "
+                          "[probe] (probe=Group(enabled=True)) to refine it", UserWarning, stacklevel=3)
         if config.fit_probe_scale:
             self._fit_probe_scale()
         self._intensity_range = self._plausible_intensity()
@@ -386,12 +390,12 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             # a global translation (the mean position error, which refinement cannot see) is registered
             # first; then a linear phase ramp, invisible in far-field data once the probe is refined
             # (it moves into the probe), is removed relative to the truth, on the aligned grid
-            true_obj = np.asarray(truth["object"])[0]
+            true_obj = to_host(truth["object"])[0]
             estimate, _ = metrics.align(to_host(self.obj[0]), true_obj, mask=scanned)
             estimate = metrics.remove_phase_ramp(estimate, mask=scanned, reference=true_obj)
             out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned, shift=False)
         if truth.get("positions") is not None:
-            err = metrics.position_errors(self.positions(), np.asarray(truth["positions"]))
+            err = metrics.position_errors(self.positions(), to_host(truth["positions"]))
             out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]
         if truth.get("z") is not None and self.z0 is not None:
             out["z_error"] = metrics.z_error(self.z(), truth["z"])["relative"]

@@ -362,3 +362,17 @@ def test_the_probe_scale_fit_works_a_chunk_of_patterns_at_a_time(farfield, monke
     reference_probe = initial.fit_probe_scale(np.ones((1, *ds.obj_shape), np.complex64), 3.0 * exp.probe,
                                               ds.positions, ds.data, backend="cpu")
     np.testing.assert_allclose(chunked, reference_probe, rtol=1e-5)
+
+
+def test_a_rough_probe_guess_that_is_never_refined_is_warned_about(farfield):
+    """init_probe 'data' with the probe off (a library Config's default) kept the mean-pattern guess all run."""
+    _, ds = farfield
+    with pytest.warns(UserWarning, match=r"init_probe = 'data' is a rough guess of the probe, and \[probe\] enabled"):
+        engine.Reconstruction(ds, quick(epochs=0, init_probe="data"))
+    with pytest.warns(UserWarning, match=r"init_probe = \{'aperture': 10.0\} is a rough guess"):
+        engine.Reconstruction(ds, quick(epochs=0, init_probe={"aperture": 10.0}))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.Reconstruction(ds, quick(epochs=0, init_probe="data", probe=Group(enabled=True)))
+        engine.Reconstruction(ds, quick(epochs=0, init_probe="dataset"))      # the user's probe, kept on purpose
