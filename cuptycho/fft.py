@@ -11,6 +11,7 @@ on the CPU.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 
@@ -170,8 +171,41 @@ def plan(device: str, library: str, shape: tuple, dtype) -> FFTWPlan | ScipyPlan
     return _plan(device, device_id(device), library, tuple(shape), np.dtype(dtype))
 
 
-@functools.lru_cache(maxsize=16)
-def _plan(device, gpu, library, shape, dtype):           # gpu: only a key (the plan is made on the current one)
+class BufferCache:
+    """A least-recently-used cache of device buffers (or of objects holding one, `size` says how many
+    bytes), bounded by their total bytes rather than by a count: a batch that grows 64 -> 10k patterns
+    pinned a full buffer per batch shape for the process's life (~61 GB). The newest entry always stays;
+    an evicted one is freed once its last user lets go of it."""
+
+    def __init__(self, make, size, limit_bytes):
+        self.make, self.size, self.limit = make, size, limit_bytes
+        self.items, self.bytes = collections.OrderedDict(), 0
+
+    def __call__(self, *key):
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        value = self.make(*key)
+        nbytes = int(self.size(value))
+        self.items[key] = (value, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.limit and len(self.items) > 1:
+            _, (_, freed) = self.items.popitem(last=False)
+            self.bytes -= freed
+        return value
+
+    def cache_clear(self):
+        self.items.clear()
+        self.bytes = 0
+
+
+CACHE_BYTES = int(os.environ.get("CUPTYCHO_CACHE_BYTES", 4 << 30))    # per cache of plans / scratch buffers
+
+
+def _make_plan(device, gpu, library, shape, dtype):    # gpu: only a key (the plan is made on the current one)
     if device == "cuda":
         return CupyPlan(shape, dtype)
     return FFTWPlan(shape, dtype) if library == "fftw" else ScipyPlan(shape, dtype)
+
+
+_plan = BufferCache(_make_plan, lambda p: getattr(getattr(p, "buffer", None), "nbytes", 0), CACHE_BYTES)

@@ -74,10 +74,12 @@ def _scratch(device, shape, dtype):
     return _device_scratch(device, backends.device_id(device), tuple(shape), np.dtype(dtype))
 
 
-@functools.lru_cache(maxsize=8)
-def _device_scratch(device, gpu, shape, dtype):
+def _make_scratch(device, gpu, shape, dtype):
     xp = np if device == "cpu" else __import__("cupy")
     return xp.empty(shape, dtype)
+
+
+_device_scratch = fft.BufferCache(_make_scratch, lambda a: a.nbytes, fft.CACHE_BYTES)
 
 
 @functools.cache

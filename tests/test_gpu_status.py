@@ -146,3 +146,23 @@ def test_gpu_chunks_are_bounded_by_bytes_and_by_fft_plan_elements(monkeypatch):
     assert model.chunk_size("cuda", 20_000, per_position * 8, per_position) == model.FFT_PLAN_ELEMENTS // per_position
     assert model.chunk_size("cuda", 64, per_position * 8, per_position) == 64               # a small batch: whole
     assert model.chunk_size("cuda", 5, 1 << 45, 1 << 40) == 1                                 # never zero
+
+
+def test_plan_and_scratch_caches_are_bounded_by_bytes():
+    """A growing batch pinned one full buffer per batch shape for the process's life."""
+    from cuptycho import fft
+
+    made = []
+    cache = fft.BufferCache(lambda n: made.append(n) or np.zeros(n, np.uint8), lambda a: a.nbytes, limit_bytes=100)
+    a = cache(40)
+    assert cache(40) is a and made == [40]                 # a hit makes nothing
+    cache(50)
+    assert cache.bytes == 90 and len(cache.items) == 2
+    cache(30)                                              # 120 > 100: the least recently used (40) goes
+    assert list(cache.items) == [(50,), (30,)] and cache.bytes == 80
+    cache(50)                                              # a hit moves it to the back
+    cache(500)                                             # larger than the limit: it stays alone
+    assert list(cache.items) == [(500,)] and cache.bytes == 500
+    cache.cache_clear()
+    assert cache.bytes == 0 and not cache.items
+    assert isinstance(fft._plan, fft.BufferCache) and fft._plan.limit == fft.CACHE_BYTES
