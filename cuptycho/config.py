@@ -17,6 +17,7 @@ option whose default is "off" (None) is switched on by giving it)::
     loss = "gaussian"             # gaussian | poisson | intensity | weighted, or [[0, "gaussian"], [100, "poisson"]]
     position_l1 = 0.0             # weight of an L1 pull of the position corrections to zero
     max_position_correction = 5.0 # pixels per axis (absent: only the object's edges limit it)
+    max_scan_scale = 0.05         # [scan]: I + A's singular values within 1 +- this (absent: unbounded)
     n_object_modes = 1
     n_probe_modes = 3             # absent: as many as the initial probe has
     init_probe = "data"           # "dataset" (the file's probe guess), "data" (mean pattern), or {aperture = 12.0}

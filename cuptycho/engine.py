@@ -268,6 +268,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         if self._active("scan", epoch):           # dL/dA = sum_j dL/dp_j (nominal_j - centre)^T
             g = scale * to_host(grads["positions"])
             self.opt["scan"].update(self.affine, np.ascontiguousarray(g.T @ (self.nominal[idx] - self.scan_centre)))
+            self._limit_scan()
         if self._active("positions", epoch):
             self._update_positions(idx, scale * to_host(grads["positions"]))
         elif self._active("scan", epoch):
@@ -309,6 +310,18 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         fit = np.linalg.lstsq(d[keep], c[keep], rcond=None)[0] if keep.sum() >= 3 else fit
         self.affine += fit.T
         self.correction -= d @ fit
+        self._limit_scan()
+
+    def _limit_scan(self):
+        """Keep the singular values of I + A within 1 +- max_scan_scale; the positions move with the clamp
+        (the excess is not left in the corrections, so the scan cannot keep shrinking through them)."""
+        limit = self.cfg.max_scan_scale
+        if limit is None:
+            return
+        u, sv, vt = np.linalg.svd(np.eye(2) + self.affine)
+        bounded = np.clip(sv, 1 - limit, 1 + limit)
+        if not np.array_equal(bounded, sv):
+            self.affine = u @ np.diag(bounded) @ vt - np.eye(2)
 
     # ---- the loop
     def snapshot(self):

@@ -141,3 +141,20 @@ def test_absorbing_the_affine_part_ignores_outliers():
     np.testing.assert_allclose(rec.affine, b, atol=5e-3)            # 0.1 px noise over a 35 px scan
     np.testing.assert_allclose(rec.positions(), before, atol=1e-9)
     assert np.linalg.norm(rec.correction[outliers], axis=1).min() > 10    # outliers stay in their corrections
+
+
+def test_max_scan_scale_bounds_the_scale_and_leaves_the_rotation():
+    ds, _ = distorted()
+    th = np.deg2rad(10.0)
+    turn = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    rec = create(ds, Config(backend="cpu", scan=Group(enabled=True), max_scan_scale=0.05))
+    rec.affine = 0.8 * turn - np.eye(2)                    # a scan shrunk by 20 % and turned by 10 degrees
+    before = rec.positions()
+    rec.absorb_affine()                                    # corrections are zero: only the bound acts
+    np.testing.assert_allclose(np.eye(2) + rec.affine, 0.95 * turn, atol=1e-12)
+    centre = rec.scan_centre
+    np.testing.assert_allclose(rec.positions() - centre, (before - centre) * 0.95 / 0.8, atol=1e-9)  # they move
+    free = create(ds, Config(backend="cpu", scan=Group(enabled=True)))                # the default: unbounded
+    free.affine = 0.8 * turn - np.eye(2)
+    free.absorb_affine()
+    np.testing.assert_allclose(np.eye(2) + free.affine, 0.8 * turn, atol=1e-12)

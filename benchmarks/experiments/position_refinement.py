@@ -83,8 +83,11 @@ SEARCH = {}                 # the [position_search] defaults (misfits only, from
 SEARCH_MISFIT = None        # None: the default (3: only positions whose pattern loss stands out; 0: all)
 
 
+MAX_SCAN_SCALE = None        # --max-scan-scale: Config.max_scan_scale (bounds the scan model's scale)
+
+
 def base_config(epochs, seed, **kw) -> dict:
-    base = dict(epochs=epochs, batch=8, backend="cpu", seed=seed, loss="gaussian",
+    base = dict(epochs=epochs, batch=8, backend="cpu", seed=seed, loss="gaussian", max_scan_scale=MAX_SCAN_SCALE,
                 init_probe="data" if PROBE == "blind" else "dataset",
                 object=Group(lr=0.1), probe=Group(lr=0.05), metrics_every=max(1, epochs - 1))
     return {**base, **kw}
@@ -278,7 +281,7 @@ COLUMNS = [("case", "case", "s"), ("config", "config", "s"), ("rms", "rms", ".2f
 
 
 def main(argv=None):
-    global PROBE, PROBE_WIDTH, SEARCH_MISFIT
+    global PROBE, PROBE_WIDTH, SEARCH_MISFIT, MAX_SCAN_SCALE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=RAW)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=None, help=f"default {EPOCHS}; 40 with --quick")
@@ -295,7 +298,9 @@ def main(argv=None):
     parser.add_argument("--search-misfit", type=float, default=SEARCH_MISFIT,
                         help="[position_search] misfit: search only positions whose loss is this x the median "
                              "(default: the option's default)")
+    parser.add_argument("--max-scan-scale", type=float, default=None, help="Config.max_scan_scale (default: off)")
     args = parser.parse_args(argv)
+    MAX_SCAN_SCALE = args.max_scan_scale
     epochs = args.epochs or (40 if args.quick else EPOCHS)
     PROBE, PROBE_WIDTH, SEARCH_MISFIT = args.probe, args.probe_width, args.search_misfit
     rows = []
