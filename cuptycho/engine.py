@@ -473,8 +473,11 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         """A run that ends with positions left out of the loss says so (event and warning): their positions
         are not to be trusted and their patterns did not shape the object."""
         idx = np.flatnonzero(self.excluded)
-        self.events.append({"epoch": self.epoch - 1, "event": "positions_excluded", "count": int(len(idx)),
-                            "positions": idx.tolist()})
+        event = {"epoch": self.epoch - 1, "event": "positions_excluded", "count": int(len(idx)),
+                 "positions": idx.tolist()}
+        if event in self.events:                   # run() again on a finished run: said once
+            return
+        self.events.append(event)
         shown = ", ".join(map(str, idx[:20])) + (", ..." if len(idx) > 20 else "")
         radius = table(PositionSearch, self.cfg.position_search).radius
         warnings.warn(f"{len(idx)} of {len(self.excluded)} positions ended left out of the loss: their patterns "

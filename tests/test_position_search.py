@@ -139,8 +139,10 @@ def test_a_run_ending_with_positions_left_out_says_so(tmp_path):
     ds = noise_pattern(ds, 10)
     cfg = Config(epochs=30, batch=8, backend="cpu", object=Group(lr=0.1), metrics_every=99,
                  positions=Group(enabled=True, lr=0.05, start_epoch=5), position_search={"start_epoch": 10})
+    rec = create(ds, cfg)
     with pytest.warns(UserWarning, match=r"1 of 49 positions ended left out of the loss: .*\(positions 10;"):
-        result = create(ds, cfg).run()
+        result = rec.run()
+    assert rec.run().events == result.events                 # run() again on the finished run: said once
     assert result.excluded_positions.tolist() == [10]
     assert [e for e in result.events if e["event"] == "positions_excluded"] == \
         [{"epoch": 29, "event": "positions_excluded", "count": 1, "positions": [10]}]
