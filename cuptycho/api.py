@@ -40,7 +40,7 @@ def _prepare(obj, probe, positions, propagator, z, wavelength, pixel_size, paddi
 
 
 def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=None, pixel_size=None,
-            padding=0, backend="auto"):
+            padding=0, scale=None, background=None, backend="auto"):
     """Modelled diffraction intensities.
 
     Parameters
@@ -60,6 +60,11 @@ def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=
         "cpu": the kernels in kernels/*.cu built with OpenMP; "cuda": the same kernels through
         CuPy/NVRTC; "numpy": the reference; "auto": cuda if a device answers, else cpu, else
         numpy with a warning. Results come back in the namespace (NumPy or CuPy) of the inputs.
+    scale : (J,) positive, optional
+        An intensity factor per pattern (beam flux, exposure): I_j = scale_j * I_coh,j.
+    background : (Ny, Nx) or (J, Ny, Nx) non-negative, optional
+        Counts added to every modelled pattern (one map, or one per pattern), in detector order
+        (zero frequency at (Ny//2, Nx//2) for the far field): I = scale_j * I_coh + background.
 
     Returns
     -------
@@ -67,12 +72,22 @@ def forward(obj, probe, positions, *, propagator="farfield", z=None, wavelength=
     """
     device, (obj3, probe3, pos), prop_args = _prepare(obj, probe, positions, propagator, z, wavelength,
                                                       pixel_size, padding, backend)
-    out = ops.forward(device, obj3, probe3, pos, propagator=propagator, **prop_args)
+    detector = _detector(device, obj3, pos, probe3, scale, background)
+    out = ops.forward(device, obj3, probe3, pos, propagator=propagator, **prop_args, **detector)
     return _like(obj, out)
 
 
+def _detector(device, obj3, pos, probe3, scale, background):
+    """The detector model's checked scale and background on the device, as keywords of ops."""
+    real, n_pos, patch_shape = reference.real_dtype(obj3.dtype), pos.shape[0], probe3.shape[-2:]
+    s = validation.detector_scale(scale, n_pos, real)
+    b = validation.background(background, n_pos, patch_shape, real)
+    return {"scale": None if s is None else to_device(device, s),
+            "background": None if b is None else to_device(device, b)}
+
+
 def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, propagator="farfield", z=None,
-                  wavelength=None, pixel_size=None, padding=0, backend="auto"):
+                  wavelength=None, pixel_size=None, padding=0, scale=None, background=None, backend="auto"):
     """Loss L = (1/J) sum over patterns and pixels of mask * l(I, data), and its gradients.
 
     Parameters are those of `forward`, plus
@@ -80,13 +95,15 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
         (Ny//2, Nx//2) for the far field.
     loss : {"gaussian", "poisson", "intensity", "weighted"}, see MATH.md.
     mask : (Ny, Nx) or (J, Ny, Nx) bool or non-negative weights, optional (1 = valid pixel).
+    scale, background : the detector model of `forward` (I = scale_j I_coh + background), optional.
 
     Returns
     -------
     loss : float
     grads : dict
         "object" and "probe" in the shapes given, "positions" (J, 2) in the positions' float
-        dtype (float64 for integer input), and "z" (float) for z-dependent propagators.
+        dtype (float64 for integer input), "z" (float) for z-dependent propagators, and
+        "scale" (J,) and "background" (its shape) when they are given, in the field's real dtype.
     """
     device, (obj3, probe3, pos), prop_args = _prepare(obj, probe, positions, propagator, z, wavelength,
                                                       pixel_size, padding, backend)
@@ -97,7 +114,12 @@ def loss_and_grad(obj, probe, positions, data, *, loss="gaussian", mask=None, pr
     w = validation.mask(mask, n_pos, patch_shape, real)
     xp = array_module(obj3)
     w = xp.ones(patch_shape, real) if w is None else to_device(device, w)
-    value, grads = ops.evaluate(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator, **prop_args)
+    detector = _detector(device, obj3, pos, probe3, scale, background)
+    value, grads = ops.evaluate(device, obj3, probe3, pos, d, w, loss=loss, propagator=propagator, **prop_args,
+                                **detector)
+    for name in ("scale", "background"):
+        if name in grads:
+            grads[name] = _like(obj, grads[name].astype(real, copy=False))
     grads["object"] = _like(obj, grads["object"].reshape(np.shape(obj)))
     grads["probe"] = _like(obj, grads["probe"].reshape(np.shape(probe)))
     # positions.dtype first: np.asarray of CuPy positions would raise (no implicit device -> host copy)

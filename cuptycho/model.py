@@ -163,27 +163,34 @@ class _Run:
 
 
 def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=None, pixel_size=None,
-            padding=(0, 0)):
-    """Modelled intensities (J, Ny, Nx) in detector order."""
+            padding=(0, 0), scale=None, background=None):
+    """Modelled intensities (J, Ny, Nx) in detector order: scale_j I_coh + background with a scale (J,)
+    or a background (Ny, Nx) or (J, Ny, Nx) (`reference.detector_likelihood`'s model)."""
     run = _Run(device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding)
     out = run.xp.empty((positions.shape[0], *run.patch), reference.real_dtype(run.dtype))
     for j0, j1 in run.chunks:
         waves, _, _ = run.to_detector(obj, probe, positions, j0, j1)
         likelihood.intensity(waves, out[j0:j1], padding=run.padding, shift=run.shift,
                              intensity_scale=run.intensity_scale)
+    if scale is not None:
+        out *= scale[:, None, None]
+    if background is not None:
+        out += background
     return out
 
 
-GRADIENTS = frozenset({"object", "probe", "positions", "z"})
+GRADIENTS = frozenset({"object", "probe", "positions", "z", "scale", "background"})
 
 
 def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-                  pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS):
+                  pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None):
     """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
 
     `wanted`: the gradients to return; leaving out "positions" skips their reduction and leaving
     out "z" skips keeping the forward spectrum and the dL/dz reduction (object and probe
-    gradients come from one fused kernel and are always computed).
+    gradients come from one fused kernel and are always computed). scale (J,) and background
+    (Ny, Nx) or (J, Ny, Nx): the detector model (`likelihood.detector_likelihood`); "scale" and
+    "background" gradients come back for those given (and wanted).
 
     `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
     synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
@@ -196,13 +203,26 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     loss_rows = xp.zeros((n_pos, run.patch[0]), np.float64)
     z_grad = "z" in wanted and not run.farfield
     dz_rows = xp.zeros((n_pos, run.n_obj * run.n_probe * run.buf[0]), np.float64) if z_grad else None
+    detector = scale is not None or background is not None
+    detector_grads = tuple(g for g, given in (("scale", scale), ("background", background))
+                           if given is not None and g in wanted)
+    scale_rows = xp.zeros((n_pos, run.patch[0]), np.float64) if "scale" in detector_grads else None
+    dl_di = xp.empty(data.shape, data.dtype) if "background" in detector_grads else None
     for j0, j1 in run.chunks:
         pos = positions[j0:j1]
         waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile, keep_spectrum=z_grad)
+        window = {"loss": loss, "n_total": n_pos, "padding": run.padding, "shift": run.shift,
+                  "intensity_scale": run.intensity_scale}
         with stage(profile, "likelihood", device):
-            likelihood.likelihood(waves, data[j0:j1], mask if mask.ndim == 2 else mask[j0:j1], loss_rows[j0:j1],
-                                  loss=loss, n_total=n_pos, padding=run.padding, shift=run.shift,
-                                  intensity_scale=run.intensity_scale)
+            chunk_mask = mask if mask.ndim == 2 else mask[j0:j1]
+            if detector:
+                likelihood.detector_likelihood(
+                    waves, data[j0:j1], chunk_mask, None if scale is None else scale[j0:j1],
+                    background if background is None or background.ndim == 2 else background[j0:j1],
+                    loss_rows[j0:j1], None if scale_rows is None else scale_rows[j0:j1],
+                    None if dl_di is None else dl_di[j0:j1], grads=detector_grads, **window)
+            else:
+                likelihood.likelihood(waves, data[j0:j1], chunk_mask, loss_rows[j0:j1], **window)
         if not run.farfield:
             with stage(profile, "fft", device):
                 waves = plan.forward(waves)
@@ -225,4 +245,8 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
         grads["positions"] = grad_pos
     if dz_rows is not None:
         grads["z"] = float(dz_rows.sum())
+    if scale_rows is not None:
+        grads["scale"] = scale_rows.sum(axis=1)
+    if dl_di is not None:
+        grads["background"] = dl_di if background.ndim == 3 else dl_di.sum(axis=0)
     return float(loss_rows.sum()) / n_pos, grads

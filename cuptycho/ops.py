@@ -20,19 +20,20 @@ __all__ = ["GRADIENTS", "stage", "forward", "evaluate", "patch_fwd", "patch_adj"
 
 
 def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=None, pixel_size=None,
-            padding=(0, 0)):
-    """Modelled intensities (J, Ny, Nx) in detector order."""
+            padding=(0, 0), scale=None, background=None):
+    """Modelled intensities (J, Ny, Nx) in detector order (scale_j I_coh + background when given)."""
     if device == "numpy":
         prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
                                          pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
-        return reference.forward(obj, probe, positions, prop)
+        return reference.forward(obj, probe, positions, prop, scale=scale, background=background)
     return model.forward(device, obj, probe, positions, propagator=propagator, z=z, wavelength=wavelength,
-                         pixel_size=pixel_size, padding=padding)
+                         pixel_size=pixel_size, padding=padding, scale=scale, background=background)
 
 
 def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS):
-    """(loss, grads) of MATH.md: the `wanted` gradients of object, probe, positions and z.
+             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None):
+    """(loss, grads) of MATH.md: the `wanted` gradients of object, probe, positions, z and (when given) the
+    detector model's scale per pattern and background.
 
     The kernels skip the position reduction and dL/dz when they are not wanted; the reference
     computes everything and returns the wanted ones."""
@@ -40,11 +41,12 @@ def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=N
         prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
                                          pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
         with stage(profile, "reference", device):
-            value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop)
+            value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop, scale=scale,
+                                                   background=background)
         return value, {k: v for k, v in grads.items() if k in wanted}
     return model.loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
                                wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
-                               wanted=wanted)
+                               wanted=wanted, scale=scale, background=background)
 
 
 def patch_fwd(device, obj, positions, patch_shape):

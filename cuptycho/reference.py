@@ -17,11 +17,12 @@ assumed valid here; `cuptycho.api` checks them before calling in.
 
 Twins. Every kernel launcher (a public function of cuptycho/launchers/*.py that launches a kernel)
 has a twin here of the same name and parameters, less the launcher's output buffers (out=,
-loss_rows=, spectrum_out=, dz_rows=, grad_patches=, grad_probe=); tests/test_kernels_twins.py
+loss_rows=, scale_rows=, dl_di=, spectrum_out=, dz_rows=, grad_patches=, grad_probe=); tests/test_kernels_twins.py
 runs each pair on the same inputs and checks the signatures. A twin never writes its arguments.
 It returns what its launcher returns (an output buffer the launcher accumulates into is taken
 as zeros), followed by the new value of every other argument the launcher writes in place:
     likelihood -> (loss_rows, new waves)        spectrum_adj -> (dz_rows or None, new g)
+    detector_likelihood -> (loss_rows, scale_rows or None, dl_di or None, new waves)
     adam_step  -> (new param, new m, new v)     spectrum_fwd, pie_update -> new x, new param
 """
 from __future__ import annotations
@@ -337,31 +338,61 @@ def likelihood(waves, data, mask, *, loss, n_total, padding=(0, 0), shift=(0, 0)
       grad_waves like waves: (2 intensity_scale / n_total) w l'(I, d) waves in the window, 0 outside
         (the adjoint of the crop); with intensity_scale = 1 that is MATH.md's G_Psi = 2 w l' Psi / |B|.
     """
+    loss_rows, _, _, grad_waves = detector_likelihood(waves, data, mask, None, None, loss=loss, n_total=n_total,
+                                                      padding=padding, shift=shift,
+                                                      intensity_scale=intensity_scale, eps=eps, grads=())
+    return loss_rows, grad_waves
+
+
+def detector_likelihood(waves, data, mask, scale, background, *, loss, n_total, padding=(0, 0), shift=(0, 0),
+                        intensity_scale=1.0, eps=EPS, grads=("scale", "background")):
+    """`likelihood` of the detector model I = s_j I_coh + b (MATH.md step 4's background, and a scale
+    per pattern), with I_coh `likelihood`'s I; scale (J,) or None (1), background (Ny, Nx) or
+    (J, Ny, Nx) in detector order, or None (0).
+
+    Returns (loss_rows, scale_rows, dl_di, grad_waves): grad_waves = (2 intensity_scale / n_total)
+    s_j w l'(I, d) waves in the window; scale_rows (J, Ny) float64, sum over window row r of
+    w l' I_coh / n_total (their sum per pattern is dL/ds_j), and dl_di (J, Ny, Nx) in detector
+    order, w l' / n_total (dL/db per pattern), each None unless named in `grads`.
+    """
     shape = data.shape[-2:]
-    i = _window_intensity(waves, padding, shape, intensity_scale)
+    i_coh = _window_intensity(waves, padding, shape, intensity_scale)
     d, w = (np.roll(a, (-shift[0], -shift[1]), axis=_AXES) for a in (data, mask))    # to window order
+    s = np.ones(len(waves), i_coh.dtype) if scale is None else np.asarray(scale)
+    i = s[:, None, None] * i_coh
+    if background is not None:
+        i = i + np.roll(background, (-shift[0], -shift[1]), axis=_AXES)
     # loss values in float64 whatever the field precision: the poisson terms cancel to O(1) from
     # O(d log d), which float32 would resolve only to ~1e-2 per pixel at 1e4 counts
     f64 = np.float64
     loss_rows = np.sum(w.astype(f64) * loss_terms(loss, i.astype(f64), d.astype(f64), eps), axis=-1)
-    factor = ((2.0 * intensity_scale / n_total) * w * loss_derivative(loss, i, d, eps)).astype(i.dtype)
+    dl = w * loss_derivative(loss, i, d, eps)
+    factor = ((2.0 * intensity_scale / n_total) * s[:, None, None] * dl).astype(i_coh.dtype)
     factor = factor.reshape(factor.shape[:1] + (1,) * (waves.ndim - 3) + factor.shape[1:])   # over the modes
     grad_waves = np.zeros_like(waves)
     _crop(grad_waves, padding, shape)[...] = factor * _crop(waves, padding, shape)
-    return loss_rows, grad_waves
+    scale_rows = np.sum(dl.astype(f64) * i_coh.astype(f64), axis=-1) / n_total if "scale" in grads else None
+    dl_di = np.roll(dl / n_total, shift, axis=_AXES).astype(i_coh.dtype) if "background" in grads else None
+    return loss_rows, scale_rows, dl_di, grad_waves
 
 
 # --------------------------------------------------------------------------- the whole model
 
-def forward(obj, probe, positions, propagator):
-    """Modelled intensities (J, Ny, Nx) for validated (Mo, H, W) obj and (K, Ny, Nx) probe."""
-    return intensity(propagator.fwd(exitwave_fwd(obj, probe, positions)))
+def forward(obj, probe, positions, propagator, scale=None, background=None):
+    """Modelled intensities (J, Ny, Nx) for validated (Mo, H, W) obj and (K, Ny, Nx) probe:
+    scale_j I_coh + background when those are given (`detector_likelihood`)."""
+    out = intensity(propagator.fwd(exitwave_fwd(obj, probe, positions)))
+    if scale is not None:
+        out = out * scale[:, None, None]
+    return out if background is None else out + background
 
 
-def loss_and_grad(obj, probe, positions, data, mask, loss, propagator):
+def loss_and_grad(obj, probe, positions, data, mask, loss, propagator, scale=None, background=None):
     """Loss (1/J) sum_j sum_pixels w l(I_j, d_j) and its gradients (MATH.md backward chain).
 
     mask : (Ny, Nx) or (J, Ny, Nx) real weights, same real dtype as the fields.
+    scale (J,), background (Ny, Nx) or (J, Ny, Nx): the detector model I = scale_j I_coh + background
+    (`detector_likelihood`); each given one adds its gradient ("scale", "background", same shape).
     Returns (loss float, dict with "object", "probe", "positions" and "z" when it applies).
     """
     n_patterns = positions.shape[0]
@@ -369,10 +400,16 @@ def loss_and_grad(obj, probe, positions, data, mask, loss, propagator):
     psi = _modulate(probe, patches)
     spectrum = propagator.spectrum(psi) if propagator.depends_on_z else None
     psi_far = propagator.fwd(psi, spectrum) if propagator.depends_on_z else propagator.fwd(psi)
-    loss_rows, grad_far = likelihood(psi_far, data, mask, loss=loss, n_total=n_patterns)
+    wanted = tuple(name for name, given in (("scale", scale), ("background", background)) if given is not None)
+    loss_rows, scale_rows, dl_di, grad_far = detector_likelihood(psi_far, data, mask, scale, background, loss=loss,
+                                                                 n_total=n_patterns, grads=wanted)
     value = float(np.sum(loss_rows)) / n_patterns
 
     grads = {}
+    if scale is not None:
+        grads["scale"] = scale_rows.sum(axis=1)
+    if background is not None:
+        grads["background"] = dl_di if background.ndim == 3 else dl_di.sum(axis=0)
     if propagator.depends_on_z:
         grad_psi, grads["z"] = propagator.adj_and_dz(grad_far, spectrum)
     else:

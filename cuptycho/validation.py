@@ -117,6 +117,38 @@ def mask(arr, n_patterns, patch_shape, real):
     return arr
 
 
+def detector_scale(arr, n_patterns, real):
+    """Intensity scale per pattern (J,), finite and > 0; None stays None (all ones)."""
+    if arr is None:
+        return None
+    xp, arr = _asarray(arr)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"scale must be real (one intensity factor per pattern), got dtype {arr.dtype}")
+    if arr.shape != (n_patterns,):
+        raise ValueError(f"scale must have shape {(n_patterns,)} (one factor per pattern), got {arr.shape}")
+    _finite("scale", arr)
+    if bool(xp.any(arr <= 0)):
+        raise ValueError(f"scale must be > 0 for every pattern (min {float(arr.min()):g})")
+    return xp.ascontiguousarray(arr, dtype=real)
+
+
+def background(arr, n_patterns, patch_shape, real):
+    """Detector background, (Ny, Nx) or (J, Ny, Nx) in detector order, finite and >= 0; None stays None."""
+    if arr is None:
+        return None
+    xp, arr = _asarray(arr)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"background must be real intensities, got dtype {arr.dtype}")
+    if arr.shape not in (tuple(patch_shape), (n_patterns, *patch_shape)):
+        raise ValueError(f"background must have shape {tuple(patch_shape)} or {(n_patterns, *patch_shape)}, "
+                         f"got {arr.shape}")
+    _finite("background", arr)
+    if bool(xp.any(arr < 0)):
+        raise ValueError(f"background must be >= 0 (min {float(arr.min()):g}): it is added to the modelled "
+                         "intensities")
+    return xp.ascontiguousarray(arr, dtype=real)
+
+
 def real_number(name, value, *, low=None, high=None, low_open=False, high_open=False):
     """A finite real scalar within the given bounds, as float; else ValueError naming `name`."""
     if isinstance(value, (bool, np.bool_)):

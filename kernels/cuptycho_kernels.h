@@ -185,6 +185,27 @@ void likelihood_f64(cpt_complex128* waves, const double* data, const double* mas
                     long long mask_per_pattern, long long loss, double eps, double intensity_scale,
                     double grad_scale);
 
+/* detector_likelihood: likelihood with the detector model I = s_j I_coh + b, where
+ * I_coh = intensity_scale * sum_modes |waves|^2 (the I of likelihood). scale (n_pos) real, or
+ * NULL for s = 1; background (ny, nx) real, or (n_pos, ny, nx) when background_per_pattern, in
+ * detector order, or NULL for b = 0. loss_rows and waves as in likelihood, with
+ * waves = grad_scale * s_j * w * dl/dI * waves. When not NULL: dl_di (n_pos, ny, nx) real,
+ * detector order, overwritten with deriv_scale * w * dl/dI (dL/db per pattern for
+ * deriv_scale = 1/J), and scale_rows (n_pos * ny) double, accumulated with
+ * deriv_scale * sum over the row of w * dl/dI * I_coh (summed per pattern: dL/ds_j). */
+void detector_likelihood_f32(cpt_complex64* waves, const float* data, const float* mask, double* loss_rows,
+                             const float* scale, const float* background, double* scale_rows, float* dl_di,
+                             long long n_pos, long long n_modes, long long buf_ny, long long buf_nx, long long ny,
+                             long long nx, long long off_y, long long off_x, long long shift_y, long long shift_x,
+                             long long mask_per_pattern, long long background_per_pattern, long long loss,
+                             float eps, float intensity_scale, float grad_scale, float deriv_scale);
+void detector_likelihood_f64(cpt_complex128* waves, const double* data, const double* mask, double* loss_rows,
+                             const double* scale, const double* background, double* scale_rows, double* dl_di,
+                             long long n_pos, long long n_modes, long long buf_ny, long long buf_nx, long long ny,
+                             long long nx, long long off_y, long long off_x, long long shift_y, long long shift_x,
+                             long long mask_per_pattern, long long background_per_pattern, long long loss,
+                             double eps, double intensity_scale, double grad_scale, double deriv_scale);
+
 /* intensity: the modelled intensities alone (the forward model's output; waves untouched),
  * in detector order: out (n_pos, ny, nx) real (overwritten),
  *   out[j, (r + shift_y) % ny, (c + shift_x) % nx] = intensity_scale * sum_modes |waves[j, :, off_y + r, off_x + c]|^2,

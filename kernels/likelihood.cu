@@ -123,12 +123,17 @@ CPT_HD double pixel_loss(T i, T d, T eps, T& slope) {
   }
 }
 
-template <typename T, int LOSS>
+// EXT: the detector model of `detector_likelihood` (below), I = s_j I_coh + b, and its gradients;
+// false compiles the plain likelihood's loop unchanged (the hot path pays nothing for it).
+template <typename T, int LOSS, bool EXT>
 CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data, const T* CPT_RESTRICT mask,
-                        double* CPT_RESTRICT loss_rows, long long n_pos, long long n_modes,
+                        double* CPT_RESTRICT loss_rows, const T* CPT_RESTRICT scale,
+                        const T* CPT_RESTRICT background, double* CPT_RESTRICT scale_rows, T* CPT_RESTRICT dl_di,
+                        long long n_pos, long long n_modes,
                         long long buf_ny, long long buf_nx, long long ny, long long nx,
                         long long off_y, long long off_x, long long shift_y, long long shift_x,
-                        long long mask_per_pattern, T eps, T intensity_scale, T grad_scale) {
+                        long long mask_per_pattern, long long background_per_pattern, T eps, T intensity_scale,
+                        T grad_scale, T deriv_scale) {
   const long long plane = buf_ny * buf_nx;
 #if CPT_GPU
   CPT_FOR_ROWS(row, n_pos * buf_ny, buf_nx)
@@ -143,7 +148,8 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
       if (dr >= ny) dr -= ny;
       const T* CPT_RESTRICT d_row = data + (j * ny + dr) * nx;
       const T* CPT_RESTRICT m_row = mask + ((mask_per_pattern ? j * ny : 0) + dr) * nx;
-      double acc = 0;
+      const T s = (EXT && scale) ? scale[j] : (T)1;
+      double acc = 0, acc_s = 0;
       CPT_FOR_COLS(bc, buf_nx) {
         const long long c = bc - off_x;                                // window column
         if (c < 0 || c >= nx) {
@@ -154,13 +160,24 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
         if (dc >= nx) dc -= nx;
         T sum = 0;
         for (long long m = 0; m < n_modes; ++m) sum += abs2(w0[m * plane + bc]);
-        const T i = intensity_scale * sum, d = d_row[dc], w = m_row[dc];
+        const T icoh = intensity_scale * sum, d = d_row[dc], w = m_row[dc];
+        T i = icoh;
+        if (EXT) {
+          i = s * icoh;
+          if (background) i += background[((background_per_pattern ? j * ny : 0) + dr) * nx + dc];
+        }
         T slope;
         acc += (double)w * pixel_loss<LOSS, T>(i, d, eps, slope);
         const T g = grad_scale * w * slope;
-        for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = g * w0[m * plane + bc];
+        if (EXT) {
+          acc_s += (double)(w * slope) * (double)icoh;
+          if (dl_di) dl_di[(j * ny + dr) * nx + dc] = deriv_scale * w * slope;
+        }
+        const T gs = EXT ? s * g : g;
+        for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = gs * w0[m * plane + bc];
       }
       if (acc != 0) CPT_ROW_ADD(loss_rows + j * ny + r, acc);
+      if (EXT && scale_rows && acc_s != 0) CPT_ROW_ADD(scale_rows + j * ny + r, (double)deriv_scale * acc_s);
     }
   CPT_END_ROWS
 #else
@@ -191,18 +208,43 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
       // window column c pairs with data column c + shift_x, wrapped: two unwrapped segments
       double acc = 0;
       const long long split = nx - shift_x;
-      for (int seg = 0; seg < 2; ++seg) {
-        const long long c0 = seg == 0 ? 0 : split, c1 = seg == 0 ? split : nx;
-        const long long dc0 = seg == 0 ? shift_x : shift_x - nx;
-        // `omp simd reduction` lets the double row sum vectorise (a fixed, thread-count
-        // independent summation order; plain C++ forbids reassociating it)
+      if (!EXT) {
+        for (int seg = 0; seg < 2; ++seg) {
+          const long long c0 = seg == 0 ? 0 : split, c1 = seg == 0 ? split : nx;
+          const long long dc0 = seg == 0 ? shift_x : shift_x - nx;
+          // `omp simd reduction` lets the double row sum vectorise (a fixed, thread-count
+          // independent summation order; plain C++ forbids reassociating it)
 #pragma omp simd reduction(+ : acc)
-        for (long long c = c0; c < c1; ++c) {
-          const T i = intensity_scale * factor[c], d = d_row[c + dc0], wgt = m_row[c + dc0];
-          T slope;
-          acc += (double)wgt * pixel_loss<LOSS, T>(i, d, eps, slope);
-          factor[c] = grad_scale * wgt * slope;
+          for (long long c = c0; c < c1; ++c) {
+            const T i = intensity_scale * factor[c], d = d_row[c + dc0], wgt = m_row[c + dc0];
+            T slope;
+            acc += (double)wgt * pixel_loss<LOSS, T>(i, d, eps, slope);
+            factor[c] = grad_scale * wgt * slope;
+          }
         }
+      } else {
+        // the detector model: per row, the pattern's scale and background row (zero when absent)
+        const T s = scale ? scale[j] : (T)1;
+        const T* CPT_RESTRICT b_row =
+            background ? background + ((background_per_pattern ? j * ny : 0) + dr) * nx : nullptr;
+        T* CPT_RESTRICT g_row = dl_di ? dl_di + (j * ny + dr) * nx : nullptr;
+        double acc_s = 0;
+        for (int seg = 0; seg < 2; ++seg) {
+          const long long c0 = seg == 0 ? 0 : split, c1 = seg == 0 ? split : nx;
+          const long long dc0 = seg == 0 ? shift_x : shift_x - nx;
+#pragma omp simd reduction(+ : acc, acc_s)
+          for (long long c = c0; c < c1; ++c) {
+            const T icoh = intensity_scale * factor[c], d = d_row[c + dc0], wgt = m_row[c + dc0];
+            const T i = s * icoh + (b_row ? b_row[c + dc0] : (T)0);
+            T slope;
+            acc += (double)wgt * pixel_loss<LOSS, T>(i, d, eps, slope);
+            const T dl = wgt * slope;
+            acc_s += (double)dl * (double)icoh;
+            factor[c] = grad_scale * s * dl;
+            if (g_row) g_row[c + dc0] = deriv_scale * dl;
+          }
+        }
+        if (scale_rows) scale_rows[j * ny + r] += (double)deriv_scale * acc_s;
       }
       for (long long m = 0; m < n_modes; ++m) {
         cplx<T>* CPT_RESTRICT wm = w0 + m * plane;
@@ -246,26 +288,48 @@ CPT_DEV void intensity(const cplx<T>* CPT_RESTRICT waves, T* CPT_RESTRICT out, l
 // The loss kind is a template parameter, so the pixel loop has no branch on it; this dispatcher
 // turns the entry's runtime `loss` code into that parameter and forwards every other argument
 // unchanged (one call site per code, the argument list written once).
-template <typename T, typename... Args>
+template <typename T, bool EXT, typename... Args>
 CPT_DEV void likelihood_for_loss(long long loss, Args... args) {
   switch (loss) {
-    case CPT_GAUSSIAN: likelihood<T, CPT_GAUSSIAN>(args...); break;
-    case CPT_POISSON: likelihood<T, CPT_POISSON>(args...); break;
-    case CPT_INTENSITY: likelihood<T, CPT_INTENSITY>(args...); break;
-    default: likelihood<T, CPT_WEIGHTED>(args...); break;
+    case CPT_GAUSSIAN: likelihood<T, CPT_GAUSSIAN, EXT>(args...); break;
+    case CPT_POISSON: likelihood<T, CPT_POISSON, EXT>(args...); break;
+    case CPT_INTENSITY: likelihood<T, CPT_INTENSITY, EXT>(args...); break;
+    default: likelihood<T, CPT_WEIGHTED, EXT>(args...); break;
   }
 }
 
-// One entry per dtype.
+// One entry per dtype. detector_likelihood: the likelihood of the detector model
+//   I = s_j * I_coh + b,   I_coh = intensity_scale * sum_modes |waves|^2
+// with scale (n_pos) T (s_j; NULL: 1) and background (ny, nx) T, or (n_pos, ny, nx) when
+// background_per_pattern (b in detector order; NULL: 0). Besides loss_rows and G_Psi (now
+// grad_scale * s_j * w l'(I, d) * waves) it forms, when the pointers are not NULL,
+//   dl_di (n_pos, ny, nx) T, detector order, overwritten:  deriv_scale * w l'(I, d)
+//   scale_rows (n_pos * ny) double, accumulated:  deriv_scale * sum_c w l'(I, d) I_coh
+// With deriv_scale = 1/J (the loss's 1/|B|) these are dL/db per pattern and pixel and, summed
+// per pattern, dL/ds_j.
 #define CPT_LIKELIHOOD_ENTRIES(SFX, T)                                                                       \
   CPT_KERNEL void likelihood_##SFX(cplx<T>* waves, const T* data, const T* mask, double* loss_rows,         \
                                    long long n_pos, long long n_modes, long long buf_ny, long long buf_nx, \
                                    long long ny, long long nx, long long off_y, long long off_x,           \
                                    long long shift_y, long long shift_x, long long mask_per_pattern,       \
                                    long long loss, T eps, T intensity_scale, T grad_scale) {               \
-    likelihood_for_loss<T>(loss, waves, data, mask, loss_rows, n_pos, n_modes, buf_ny, buf_nx, ny, nx,      \
-                           off_y, off_x, shift_y, shift_x, mask_per_pattern, eps, intensity_scale,          \
-                           grad_scale);                                                                     \
+    likelihood_for_loss<T, false>(loss, waves, data, mask, loss_rows, (const T*)nullptr, (const T*)nullptr, \
+                                  (double*)nullptr, (T*)nullptr, n_pos, n_modes, buf_ny, buf_nx, ny, nx,    \
+                                  off_y, off_x, shift_y, shift_x, mask_per_pattern, 0LL, eps,               \
+                                  intensity_scale, grad_scale, (T)0);                                       \
+  }                                                                                                         \
+  CPT_KERNEL void detector_likelihood_##SFX(cplx<T>* waves, const T* data, const T* mask, double* loss_rows, \
+                                            const T* scale, const T* background, double* scale_rows,        \
+                                            T* dl_di, long long n_pos, long long n_modes, long long buf_ny, \
+                                            long long buf_nx, long long ny, long long nx, long long off_y,  \
+                                            long long off_x, long long shift_y, long long shift_x,          \
+                                            long long mask_per_pattern, long long background_per_pattern,   \
+                                            long long loss, T eps, T intensity_scale, T grad_scale,         \
+                                            T deriv_scale) {                                                \
+    likelihood_for_loss<T, true>(loss, waves, data, mask, loss_rows, scale, background, scale_rows, dl_di,  \
+                                 n_pos, n_modes, buf_ny, buf_nx, ny, nx, off_y, off_x, shift_y, shift_x,    \
+                                 mask_per_pattern, background_per_pattern, eps, intensity_scale,            \
+                                 grad_scale, deriv_scale);                                                  \
   }                                                                                                         \
   CPT_KERNEL void intensity_##SFX(const cplx<T>* waves, T* out, long long n_pos, long long n_modes,         \
                                   long long buf_ny, long long buf_nx, long long ny, long long nx,           \

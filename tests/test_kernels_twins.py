@@ -126,6 +126,21 @@ def likelihood_case(loss, geometry, mask_per_pattern):
     return case
 
 
+def detector_likelihood_case(loss, geometry, background_per_pattern, grads=("scale", "background"), absent=()):
+    """`likelihood_case` with a scale per pattern and a background (some 20 % of the signal), or without
+    the ones `absent` names (the kernel's NULL pointers)."""
+    plain = likelihood_case(loss, geometry, background_per_pattern)
+
+    def case(dtype, rng):
+        (waves, data, mask), kw = plain(dtype, rng)
+        n = len(waves)
+        scale = None if "scale" in absent else rng.uniform(0.7, 1.3, n).astype(data.dtype)
+        shape = data.shape if background_per_pattern else data.shape[1:]
+        background = None if "background" in absent else rng.uniform(0, 10, shape).astype(data.dtype)
+        return (waves, data, mask, scale, background), dict(kw, grads=grads)
+    return case
+
+
 def intensity_case(geometry):
     def case(dtype, rng):
         waves, kw = _waves(geometry, dtype, rng)
@@ -215,6 +230,14 @@ LIKELIHOOD_GEOMETRIES = (("far-2d-mask", FAR, False), ("near-per-pattern-mask", 
 LIKELIHOOD_CASES = {f"{loss}-{geometry}": likelihood_case(loss, g, per_pattern)
                     for loss in reference.LOSSES for geometry, g, per_pattern in LIKELIHOOD_GEOMETRIES}
 
+DETECTOR_CASES = {f"{loss}-{geometry}": detector_likelihood_case(loss, g, per_pattern)
+                  for loss in reference.LOSSES for geometry, g, per_pattern in LIKELIHOOD_GEOMETRIES}
+DETECTOR_CASES.update({
+    "no-scale": detector_likelihood_case("gaussian", FAR, False, grads=("background",), absent=("scale",)),
+    "no-background": detector_likelihood_case("poisson", NEAR, False, grads=("scale",), absent=("background",)),
+    "neither": detector_likelihood_case("weighted", NEAR, True, grads=(), absent=("scale", "background")),
+})
+
 ENTRIES = {
     "patch_fwd": Entry({"": patch_fwd_case}, buffers=("out",), adjoint="patch_adj", dot={"obj": patch_dot}),
     "patch_adj": Entry({"": patch_adj_case}, buffers=("out",)),
@@ -227,6 +250,10 @@ ENTRIES = {
     "exitwave_adj": Entry({"unpadded": exitwave_adj_case((0, 0)), "padded": exitwave_adj_case((3, 2))},
                           buffers=("grad_patches", "grad_probe")),
     "likelihood": Entry(LIKELIHOOD_CASES, buffers=("loss_rows",), writes=(0,)),
+    # scale_rows are sums of ~Nx products w l' I_coh with cancellation (l' changes sign): float32
+    # terms summed in double agree to a few float32 ulps of the largest term
+    "detector_likelihood": Entry(DETECTOR_CASES, buffers=("loss_rows", "scale_rows", "dl_di"), writes=(0,),
+                                 tol_scale={np.complex64: 20}),
     "intensity": Entry({"far": intensity_case(FAR), "near": intensity_case(NEAR)}, buffers=("out",)),
     "spectrum_fwd": Entry({"": spectrum_fwd_case}, buffers=("spectrum_out",), adjoint="spectrum_adj",
                           dot={"x": spectrum_dot}),
@@ -255,7 +282,9 @@ def runner(impl):
         args, kwargs = [dev(a) for a in args], {k: dev(a) for k, a in kwargs.items()}
         result = LAUNCHERS[name](*args, **kwargs)
         written = tuple(args[i] for i in ENTRIES[name].writes)
-        return _host((result, *written) if written else result)
+        if not written:
+            return _host(result)
+        return _host((*(result if isinstance(result, tuple) else (result,)), *written))
     return run
 
 

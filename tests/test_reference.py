@@ -239,3 +239,75 @@ def test_gradients_match_finite_differences(problem, loss, name, parameter, back
         assert_gradient(lambda x: run(x=x)[0], grads["positions"], pos, rng.standard_normal(pos.shape))
     else:
         assert_gradient(lambda z: run(z=float(z))[0], grads["z"], np.float64(kw["z"]), np.float64(1.0))
+
+
+DETECTOR_PARAMETERS = ["scale", "background", "background_per_pattern", "object", "probe_mode_1", "positions", "z"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=gpu)])
+@pytest.mark.parametrize("name, parameter", [(n, p) for n in PROPAGATION for p in DETECTOR_PARAMETERS
+                                             if p != "z" or "z" in PROPAGATION[n]])
+@pytest.mark.parametrize("loss", reference.LOSSES)
+def test_detector_model_gradients_match_finite_differences(problem, loss, name, parameter, backend):
+    """I = scale_j I_coh + background: the gradients in scale and background (one map, or one per
+    pattern), and those of the other groups through the scaled model."""
+    rng, obj, probe, pos, mask = problem
+    kw = {**PROPAGATION[name], "backend": backend}
+    data = _data_for(loss, obj, probe, pos, PROPAGATION[name], rng)
+    n = len(pos)
+    scale = rng.uniform(0.6, 1.4, n)
+    shape = data.shape if parameter == "background_per_pattern" else data.shape[1:]
+    background = rng.uniform(0.5, 3.0, shape) * data.mean()
+
+    def run(o=obj, p=probe, x=pos, s=scale, b=background, **over):
+        return cuptycho.loss_and_grad(o, p, x, data, loss=loss, mask=mask, scale=s, background=b, **{**kw, **over})
+
+    _, grads = run()
+    if parameter == "scale":
+        assert grads["scale"].shape == (n,)
+        assert_gradient(lambda s: run(s=s)[0], grads["scale"], scale, rng.standard_normal(n))
+    elif parameter.startswith("background"):
+        assert grads["background"].shape == background.shape
+        assert_gradient(lambda b: run(b=b)[0], grads["background"], background, rng.standard_normal(shape))
+    elif parameter == "object":
+        assert_gradient(lambda o: run(o=o)[0], grads["object"], obj, random_complex(rng, obj.shape))
+    elif parameter == "probe_mode_1":
+        d = np.zeros_like(probe)
+        d[1] = random_complex(rng, probe.shape[1:])
+        assert_gradient(lambda p: run(p=p)[0], grads["probe"], probe, d)
+    elif parameter == "positions":
+        assert_gradient(lambda x: run(x=x)[0], grads["positions"], pos, rng.standard_normal(pos.shape))
+    else:
+        assert_gradient(lambda z: run(z=float(z))[0], grads["z"], np.float64(kw["z"]), np.float64(1.0))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_detector_model_defaults_are_the_plain_model(problem, backend):
+    """scale 1 and background 0 give the plain model's loss and gradients; forward adds them as documented."""
+    rng, obj, probe, pos, mask = problem
+    data = _data_for("poisson", obj, probe, pos, {}, rng)
+    plain, g_plain = cuptycho.loss_and_grad(obj, probe, pos, data, loss="poisson", mask=mask, backend=backend)
+    same, g_same = cuptycho.loss_and_grad(obj, probe, pos, data, loss="poisson", mask=mask, backend=backend,
+                                          scale=np.ones(len(pos)), background=np.zeros(data.shape[1:]))
+    assert same == pytest.approx(plain, rel=1e-12)
+    for key in g_plain:
+        np.testing.assert_allclose(g_same[key], g_plain[key], rtol=1e-10, atol=1e-14 * np.abs(g_plain[key]).max())
+    scale, background = rng.uniform(0.5, 2, len(pos)), rng.uniform(0, 5, data.shape)
+    model = cuptycho.forward(obj, probe, pos, backend=backend)
+    np.testing.assert_allclose(cuptycho.forward(obj, probe, pos, scale=scale, background=background, backend=backend),
+                               scale[:, None, None] * model + background, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(scale=np.ones(4)), "scale must have shape (5,)"),
+    (dict(scale=-np.ones(5)), "scale must be > 0"),
+    (dict(scale=np.full(5, np.nan)), "scale"),
+    (dict(background=np.ones((3, 8))), "background must have shape (8, 8) or (5, 8, 8)"),
+    (dict(background=-np.ones((8, 8))), "background must be >= 0"),
+    (dict(background=np.full((8, 8), np.inf)), "background"),
+])
+def test_bad_detector_model_is_named(problem, bad, message):
+    rng, obj, probe, pos, mask = problem
+    data = np.ones((5, 8, 8))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cuptycho.loss_and_grad(obj, probe, pos, data, backend="numpy", **bad)

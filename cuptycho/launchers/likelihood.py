@@ -62,6 +62,16 @@ def likelihood(waves, data, mask, loss_rows=None, *, loss, n_total, padding=(0, 
     loss_rows: accumulated into when given (any C-contiguous float64 array of J*Ny elements, in
     (j, r) order; the caller zeroes it), else a new zeroed (J, Ny) array.
     """
+    dtype, loss_rows, common, scalars = _checked(waves, data, mask, loss_rows, loss, n_total, padding, shift,
+                                                 intensity_scale, eps)
+    launch("likelihood", "likelihood", dtype, (waves, data, mask, loss_rows, *common, *scalars),
+           elements=waves.size // common[1])
+    return loss_rows
+
+
+def _checked(waves, data, mask, loss_rows, loss, n_total, padding, shift, intensity_scale, eps):
+    """The checks `likelihood` and `detector_likelihood` share: (dtype, loss_rows, the sizes and window as
+    kernel arguments up to mask_per_pattern, (loss code, eps, intensity_scale, grad_scale))."""
     dtype, n_pos, n_modes, buf_ny, buf_nx = _buffer(waves)
     real = REAL[dtype]
     require("data", data, real, ndim=3)
@@ -80,12 +90,47 @@ def likelihood(waves, data, mask, loss_rows=None, *, loss, n_total, padding=(0, 
         if loss_rows.size != n_pos * ny:
             raise ValueError(f"loss_rows must have {n_pos} * {ny} elements, got shape {tuple(loss_rows.shape)}")
     grad_scale = 2.0 * intensity_scale / n_total
-    launch("likelihood", "likelihood", dtype,
-           (waves, data, mask, loss_rows, i64(n_pos), i64(n_modes), i64(buf_ny), i64(buf_nx), i64(ny), i64(nx),
-            py, px, sy, sx, i64(mask.ndim == 3), i64(LOSS_CODE[loss]),
-            real.type(eps), real.type(intensity_scale), real.type(grad_scale)),
-           elements=n_pos * buf_ny * buf_nx)
-    return loss_rows
+    common = (i64(n_pos), i64(n_modes), i64(buf_ny), i64(buf_nx), i64(ny), i64(nx), py, px, sy, sx,
+              i64(mask.ndim == 3))
+    return dtype, loss_rows, common, (i64(LOSS_CODE[loss]), real.type(eps), real.type(intensity_scale),
+                                      real.type(grad_scale))
+
+
+def detector_likelihood(waves, data, mask, scale, background, loss_rows=None, scale_rows=None, dl_di=None, *, loss,
+                        n_total, padding=(0, 0), shift=(0, 0), intensity_scale=1.0, eps=reference.EPS,
+                        grads=("scale", "background")):
+    """`likelihood` of the detector model I = s_j I_coh + b, and its gradients in s and b.
+
+    I_coh is `likelihood`'s I; scale (J,) (s_j; None: 1) and background (Ny, Nx) or (J, Ny, Nx)
+    (b in detector order; None: 0), both in the field's real dtype. G_Psi gains the factor s_j.
+    Returns (loss_rows, scale_rows, dl_di), the last two None unless named in `grads`:
+      scale_rows (J, Ny) float64, accumulated (the caller zeroes it): sum over each window row of
+        w l'(I, d) I_coh / n_total, so scale_rows.sum(axis=1) is dL/ds;
+      dl_di (J, Ny, Nx) real, detector order, overwritten: w l'(I, d) / n_total, dL/db per
+        pattern (sum it over the patterns for a background shared by all).
+    """
+    dtype, loss_rows, common, scalars = _checked(waves, data, mask, loss_rows, loss, n_total, padding, shift,
+                                                 intensity_scale, eps)
+    real, n_pos, (ny, nx) = REAL[dtype], waves.shape[0], data.shape[-2:]
+    if scale is not None:
+        require("scale", scale, real, (n_pos,))
+    if background is not None:
+        require("background", background, real, (ny, nx) if background.ndim == 2 else (n_pos, ny, nx))
+    unknown = set(grads) - {"scale", "background"}
+    if unknown:
+        raise ValueError(f"grads may name 'scale' and 'background', got {sorted(unknown)}")
+    xp = array_module(waves)
+    if "scale" in grads:
+        scale_rows = output("scale_rows", scale_rows, xp, (n_pos, ny), np.float64, zero=True)
+    else:
+        scale_rows = None
+    dl_di = output("dl_di", dl_di, xp, (n_pos, ny, nx), real) if "background" in grads else None
+    per_pattern = background is not None and background.ndim == 3
+    launch("likelihood", "detector_likelihood", dtype,
+           (waves, data, mask, loss_rows, scale, background, scale_rows, dl_di, *common, i64(per_pattern),
+            *scalars, real.type(1.0 / n_total)),
+           elements=waves.size // common[1])
+    return loss_rows, scale_rows, dl_di
 
 
 def intensity(waves, out=None, *, padding=(0, 0), shift=(0, 0), intensity_scale=1.0):
