@@ -183,6 +183,11 @@ def validate(state) -> dict:
     for name, value in arrays.items():
         if name not in PARAMETERS:
             array(f"arrays.{name}", value)
+    # the detector model: counts added (>= 0) and intensity factors (> 0), as the engine keeps them
+    if "background" in arrays and np.any(arrays["background"] < 0):
+        _fail("arrays.background", "a background >= 0", got=f"min {float(np.min(arrays['background'])):g}")
+    if "shot_scale" in arrays and np.any(arrays["shot_scale"] <= 0):
+        _fail("arrays.shot_scale", "scales > 0", got=f"min {float(np.min(arrays['shot_scale'])):g}")
     for name, opt in _kind("optimisers", state["optimisers"], dict, "a dict of optimiser states").items():
         field = f"optimisers.{name}"
         _kind(field, opt, dict, "a dict {step, lr_scale, unit, schedule}")
@@ -230,7 +235,8 @@ class Resumable:
             "tv_weight": self.regs["tv"][0].weight if "tv" in self.regs else None,
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
                        "z_rel": self.z_rel.copy(), **({"affine": self.affine.copy()} if "scan" in self.opt else {}),
-                       **({"excluded": self.excluded.astype(np.float64)} if self.cfg.position_search else {})},
+                       **({"excluded": self.excluded.astype(np.float64)} if self.cfg.position_search else {}),
+                       **self.detector_arrays()},
             "optimisers": {},
         }
         for name, opt in self.opt.items():
@@ -254,6 +260,8 @@ class Resumable:
             specs["affine"] = ((2, 2), "f")
         if self.cfg.position_search:
             specs["excluded"] = (self.excluded.shape, "f")        # 1: left out of the loss
+        for name, value in self.detector_arrays().items():
+            specs[name] = (value.shape, "f")
         for name, opt in self.opt.items():
             specs[f"{name}.m"], specs[f"{name}.v"] = (opt.m.shape, opt.m.dtype.kind), (opt.v.shape, opt.v.dtype.kind)
         return specs
@@ -313,9 +321,10 @@ class Resumable:
         if "affine" in arrays:
             self.affine = arrays["affine"].astype(np.float64)
         self.excluded = arrays["excluded"] > 0.5 if "excluded" in arrays else np.zeros(len(self.correction), bool)
+        self.apply_detector_arrays(arrays)
         for name, opt in self.opt.items():
             o = state["optimisers"][name]
-            host = name in ("positions", "scan", "z")
+            host = name in self.HOST_GROUPS
             opt.m = arrays[f"{name}.m"] if host else dev(arrays[f"{name}.m"])
             opt.v = arrays[f"{name}.v"] if host else dev(arrays[f"{name}.v"])
             opt.step_count, opt.lr_scale, opt.unit = int(o["step"]), float(o["lr_scale"]), float(o["unit"])

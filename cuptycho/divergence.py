@@ -16,8 +16,7 @@ import math
 
 import numpy as np
 
-from . import backend as backends
-from . import ops, reference
+from . import reference
 from .settings import batch_size
 
 
@@ -62,8 +61,7 @@ class DivergenceWatch:
         for start in range(0, n, size):
             idx = np.arange(start, min(start + size, n))
             data, mask = self.batch_data(idx)
-            intensity = ops.forward(self.device, self.obj, self.probe,
-                                    backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
+            intensity = self.model_intensity(idx, self.batch_positions(idx))
             total += float((mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum())
             weight += float(mask.sum()) * (len(idx) if mask.ndim == 2 else 1)
         return total, weight

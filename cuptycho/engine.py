@@ -24,8 +24,8 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, divergence, initial, metrics, ops, position_search, reference,
-               regularisers, validation)
+from . import (budget, checkpoint, constraints, detector, divergence, initial, metrics, ops, position_search,
+               reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
@@ -37,7 +37,7 @@ FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the ini
 
 # --------------------------------------------------------------------------- the engine
 
-class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
+class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.DetectorModel):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
     (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
@@ -45,7 +45,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
 
     ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
-    SNAPSHOT = ("obj", "probe", "correction", "affine", "excluded", "z_rel", "opt", "loss_scale", "scaled_for")
+    SNAPSHOT = ("obj", "probe", "correction", "affine", "excluded", "z_rel", "background", "shot_scale", "opt",
+                "loss_scale", "scaled_for")
+    HOST_GROUPS = ("positions", "scan", "z", "scale")      # small parameters stepped on the host
 
     @classmethod
     def check_config(cls, config: Config):
@@ -91,6 +93,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         self.probe = dev(self._initial_probe())
         self.z0 = dataset.z
         self.z_rel = np.ones(1)                                                        # z = z0 * z_rel
+        self._init_detector()
         # the propagator in the model's form (pixel size and padding as pairs), checked once
         self.propagation = {"propagator": dataset.propagator, **validation.propagation(
             dataset.propagator, dataset.z if dataset.propagator != "farfield" else None, dataset.wavelength,
@@ -114,10 +117,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         self.regs = self._regularisers()
         if dataset.truth.get("object") is not None:
             self.scanned = self.illuminated()          # the region lit by the initial scan and probe
-        probe_rms = float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2)))
-        host = ("positions", "scan", "z")                  # small parameters stepped on the host
-        self.opt = {name: Adam(p, getattr(config, name), "numpy" if name in host else self.device,
-                               unit=probe_rms if name == "probe" else 1.0)
+        units = {"probe": float(self.xp.sqrt(self.xp.mean(self.xp.abs(self.probe) ** 2))), **self.detector_units()}
+        self.opt = {name: Adam(p, getattr(config, name), "numpy" if name in self.HOST_GROUPS else self.device,
+                               unit=units.get(name, 1.0))
                     for name, p in self._groups().items()}
 
     # ---- initial guesses
@@ -187,7 +189,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             groups["object_modes"] = self.obj[1:]
         if self.cfg.scan.enabled:                 # absent otherwise: checkpoints of runs without it are unchanged
             groups["scan"] = self.affine
-        return groups
+        return {**groups, **self.detector_groups()}
 
     def positions(self):
         return np.ascontiguousarray(self.batch_positions(slice(None)))
@@ -236,15 +238,21 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             mask = self.xp.ascontiguousarray(mask * keep.reshape(-1, 1, 1))
         return self.data[didx], mask
 
+    def model_intensity(self, idx, positions):
+        """Modelled intensities of the patterns `idx` (repeats allowed) at host `positions`, detector model included."""
+        return ops.forward(self.device, self.obj, self.probe, backends.to_device(self.device, positions),
+                           **self.model_kwargs(), **self.detector_kwargs(idx))
+
     def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
         pos = backends.to_device(self.device, self.batch_positions(idx))
         data, mask = self.batch_data(idx)
         return ops.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
-                            profile=profile, wanted=wanted, **self.model_kwargs())
+                            profile=profile, wanted=wanted, **self.model_kwargs(), **self.detector_kwargs(idx))
 
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
         wanted = {"object", "probe"} | {g for g in ("positions", "z") if self._active(g, epoch)}
+        wanted |= self.detector_wanted(epoch)
         if self._active("scan", epoch):
             wanted.add("positions")
         value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
@@ -275,6 +283,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             self._clip_positions()
         if self._active("z", epoch):
             self.opt["z"].update(self.z_rel, np.array([scale * grads["z"] * self.z0]))
+        self.update_detector(idx, epoch, grads, scale)
         return scale * value
 
     def _update_positions(self, idx, grad):
@@ -382,7 +391,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
         rec = {"epoch": epoch, "loss": loss, "loss_name": self.loss_name(epoch), "batch": size, "seconds": seconds,
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
                "scan_matrix": (np.eye(2) + self.affine).tolist(),             # I + A: the scan's linear map
-               "lr": {k: o.lr for k, o in self.opt.items()}}
+               "lr": {k: o.lr for k, o in self.opt.items()}, **self.detector_record()}
         if epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1:
             # comparable across runs, batch sizes and packages: the whole dataset's data loss (the loss's own
             # definition, unscaled, no penalties) per valid detector pixel, after the epoch
@@ -412,7 +421,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]
         if truth.get("z") is not None and self.z0 is not None:
             out["z_error"] = metrics.z_error(self.z(), truth["z"])["relative"]
-        return out
+        return {**out, **self.detector_metrics(truth)}
 
     def illuminated(self):
         """Object pixels the probe lights to at least 10% of the maximum (host bool (H, W))."""
@@ -441,6 +450,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
             for opt in self.opt.values():
                 opt.schedule.step(loss)
             self.apply_constraints()
+            self.detector_gauge()
             position_search.maybe_search(self, epoch)
             if self._active("scan", epoch) and self._active("positions", epoch):
                 self.absorb_affine()
@@ -492,11 +502,13 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
 
 
     def result(self) -> Result:
+        detector = self.detector_arrays()
         return Result(object=to_host(self.obj), probe=to_host(self.probe), positions=self.positions(), z=self.z(),
                       history=self.history, events=self.events, timings=self.timings,
                       config=_config_dict(self.cfg), device=self.device,
                       scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None,
-                      excluded_positions=np.flatnonzero(self.excluded))
+                      excluded_positions=np.flatnonzero(self.excluded), background=detector.get("background"),
+                      scale=detector.get("shot_scale"))
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""
@@ -529,7 +541,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch):
 
     def _finite(self):
         return all(bool(self.xp.all(self.xp.isfinite(a))) for a in (self.obj, self.probe)) and \
-            all(bool(np.all(np.isfinite(a))) for a in (self.correction, self.affine, self.z_rel))
+            all(bool(np.all(np.isfinite(a))) for a in (self.correction, self.affine, self.z_rel)) and \
+            self.detector_finite()
 
 
 def _scaled(grad, scale):

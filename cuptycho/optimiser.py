@@ -24,13 +24,14 @@ class Adam:
         return self.group.lr * self.schedule.factor * self.lr_scale * self.unit
 
     def update_rows(self, param, grad, idx):
-        """Adam on rows `idx` of a host array (the positions of one minibatch), their moments only.
+        """Adam on rows `idx` of `param` (the positions of one minibatch; idx in param's namespace), their
+        moments only.
 
         The step count is global (SparseAdam semantics): bias correction fades after a few batches.
         """
         self.step_count += 1
         rows, m, v = param[idx], self.m[idx], self.v[idx]
-        ops.adam_step("numpy", rows, grad, m, v, step=self.step_count, lr=self.lr, betas=self.group.betas,
+        ops.adam_step(self.device, rows, grad, m, v, step=self.step_count, lr=self.lr, betas=self.group.betas,
                       eps=self.group.eps)
         param[idx], self.m[idx], self.v[idx] = rows, m, v
 

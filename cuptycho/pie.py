@@ -100,6 +100,10 @@ class PIEReconstruction(Reconstruction):
         if config.z.enabled:
             raise ValueError(f"z refinement needs engine = 'gradient' (the {config.engine} engine refines the object, "
                              "the probe and the positions): set z.enabled = false")
+        for name in ("background", "scale"):
+            if getattr(config, name).enabled:
+                raise ValueError(f"{name} (the detector model) needs engine = 'gradient'; the {config.engine} "
+                                 f"engine fits the plain model's amplitudes: set {name}.enabled = false")
         for name in ("tv", "amplitude_range", "probe_power"):
             if getattr(config, name):
                 raise ValueError(f"the {name} regulariser needs engine = 'gradient'; the {config.engine} engine has "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend as backends
-from . import ops, reference
+from . import reference
 from .settings import PositionSearch, table
 
 
@@ -35,8 +35,7 @@ def pattern_losses(rec, idx, positions, loss) -> np.ndarray:
     xp = rec.xp
     rows = np.asarray(idx) if xp is np else xp.asarray(idx)      # repeated rows: one per candidate
     data, mask = rec.data[rows], (rec.mask if rec.mask.ndim == 2 else rec.mask[rows])
-    intensity = ops.forward(rec.device, rec.obj, rec.probe, backends.to_device(rec.device, positions),
-                            **rec.model_kwargs())
+    intensity = rec.model_intensity(idx, positions)
     terms = reference.loss_terms(loss, intensity.astype(xp.float64), data.astype(xp.float64)) * mask
     return backends.to_host(terms.reshape(len(idx), -1).sum(axis=1))
 

@@ -22,6 +22,10 @@ class Result:
     # indices of the positions left out of the loss at the end ([position_search] exclude: their pattern
     # still stood out wherever the search looked, so their positions are not to be trusted)
     excluded_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # the detector model ([background], [scale]): counts added to every pattern ((Ny, Nx), or (J, Ny, Nx) per
+    # pattern, detector order) and each pattern's intensity factor (J,); None: not refined
+    background: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
     @property
     def loss(self):

@@ -367,6 +367,10 @@ class Config:
         so they keep only what is local. Refine the scan first (positions.start_epoch later than
         scan.start_epoch): started together on a featureless object, the corrections lock into a
         wrong minimum that holds A back. Gradient engine only.
+    background, scale : the detector model I_j = s_j I_coh + b (`cuptycho.detector`, gradient engine): b a
+        background added to every pattern (counts, detector order; lr relative to the data's mean count
+        per pixel), one map or, with background_per_pattern, one per pattern; s_j an intensity factor per
+        pattern (flux, exposure; lr absolute, s ~ 1). Result.background and Result.scale hold them.
     position_l1 : weight of an L1 penalty on the position corrections (pixels).
     position_search : a grid search of each position's shift (`PositionSearch`; None: off), for
         positions too far off for the gradient (`cuptycho.position_search`).
@@ -404,6 +408,9 @@ class Config:
     positions: Group = _group(enabled=False, lr=5e-2)      # PIE engines: one Adam step per position per epoch
     scan: Group = _group(enabled=False, lr=1e-3)           # the affine map of the whole scan (gradient engine)
     z: Group = _group(enabled=False, lr=1e-3)
+    background: Group = _group(enabled=False, lr=1e-2)     # detector background (gradient engine)
+    scale: Group = _group(enabled=False, lr=1e-2)          # intensity factor per pattern (gradient engine)
+    background_per_pattern: bool = option(False, Bool(), example=True)
     position_l1: float = option(0.0, Real(low=0.0), example=0.01)
     max_position_correction: float | None = option(None, Maybe(Real(positive=True)), example=3.0)
     # off by default: measured (benchmarks/experiments/position_refinement.py --seeds 0 1 --configs d

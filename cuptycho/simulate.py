@@ -194,7 +194,7 @@ class Experiment:
         Measured counts (Poisson and read-out noise), or the noise-free intensities when
         photons is None.
     intensity_clean : (J, Ny, Nx) real, the precision of obj
-        Noise-free intensities.
+        Noise-free intensities (with the background and scales, when simulated).
     propagator, wavelength, pixel_size, z, z_start, padding, detector_distance,
     detector_pixel_size, photons, seed
         The settings; pixel_size is the sample-plane (dy, dx) in metres, z is None for the far
@@ -204,6 +204,10 @@ class Experiment:
         Nominal scan step in pixels.
     read_noise, position_error, z_error : float
         The error settings used.
+    background : (Ny, Nx) float64 or None
+        The detector background in detector order (`simulate`'s background option), else None.
+    scale : (J,) float64 or None
+        The intensity factor of each pattern (scale_jitter), else None.
     """
 
     obj: np.ndarray = field(repr=False)
@@ -227,6 +231,8 @@ class Experiment:
     read_noise: float = 0.0
     position_error: float = 0.0
     z_error: float = 0.0
+    background: np.ndarray | None = field(default=None, repr=False)
+    scale: np.ndarray | None = field(default=None, repr=False)
 
     def forward_kwargs(self, *, start=False) -> dict:
         """Keywords for `cuptycho.forward` / `loss_and_grad`: propagator, z, wavelength, pixel_size, padding.
@@ -244,7 +250,8 @@ class Experiment:
                                                                                     "padding")}
         return Dataset(data=self.data, positions=self.positions_start, propagator=self.propagator,
                        obj_shape=self.obj.shape[-2:], **geometry_kw,
-                       truth={"object": self.obj, "probe": self.probe, "positions": self.positions, "z": self.z})
+                       truth={"object": self.obj, "probe": self.probe, "positions": self.positions, "z": self.z,
+                              "background": self.background, "scale": self.scale})
 
     def measurement(self):
         """The experiment as a measurement file records it (`cuptycho simulate` writes this): the
@@ -273,7 +280,7 @@ class Experiment:
 
 # --------------------------------------------------------------------------- simulate
 
-_STREAMS = ("scan", "probe_modes", "object_modes", "position_error", "poisson", "read_noise")
+_STREAMS = ("scan", "probe_modes", "object_modes", "position_error", "poisson", "read_noise", "shot_scale")
 
 
 def _make_probe(kind, shape, options, geom, dtype):
@@ -377,6 +384,23 @@ def _scaled_intensities(obj, probe_modes128, positions, photons, dtype, forward_
     return probe, forward(obj, probe, positions, **forward_kwargs)
 
 
+def _detector(n_patterns, shape, coherent, background, scale_jitter, streams):
+    """The detector model's truth: a background map (air scatter falling off from the centre, mean
+    `background` x the mean coherent count per pixel) and scales per pattern (mean 1, RMS
+    `scale_jitter`, kept >= 0.1), or None for each when its setting is 0."""
+    b = s = None
+    if background > 0:
+        y, x = np.indices(shape, dtype=np.float64)
+        r2 = ((y - shape[0] // 2) ** 2 + (x - shape[1] // 2) ** 2) / (min(shape) / 4) ** 2
+        profile = 1.0 / (1.0 + r2)
+        b = background * float(np.mean(coherent, dtype=np.float64)) * profile / profile.mean()
+    if scale_jitter > 0:
+        s = np.clip(1.0 + scale_jitter * np.random.default_rng(streams["shot_scale"]).standard_normal(n_patterns),
+                    0.1, None)
+        s /= s.mean()
+    return b, s
+
+
 def _measured(clean, photons, read_noise, streams):
     """float32 data: Poisson counts plus rounded, clipped read-out noise (photons None: the clean data)."""
     if photons is None:
@@ -394,7 +418,8 @@ def simulate(*, shape=None, probe="focused", probe_options=None, n_probe_modes=1
              n_object_modes=1, object_mode_shift=1.0, scan="raster", scan_size=(7, 7), step=None, overlap=0.7,
              jitter=0.0, propagator="farfield", wavelength=1.24e-10, detector_distance=None,
              detector_pixel_size=None, z=None, pixel_size=None, padding=0, photons=1e6, read_noise=0.0,
-             position_error=0.0, z_error=0.0, dtype=np.complex64, seed=0) -> Experiment:
+             position_error=0.0, z_error=0.0, background=0.0, scale_jitter=0.0, dtype=np.complex64,
+             seed=0) -> Experiment:
     """Simulate a ptychography experiment with its ground truth, deterministically from `seed`.
 
     Steps: geometry -> probe (and modes) -> scan (step from `overlap` unless `step` is given)
@@ -461,6 +486,13 @@ def simulate(*, shape=None, probe="focused", probe_options=None, n_probe_modes=1
         positions still outside the valid range are clipped into it (their error is then smaller).
     z_error : float
         Relative error of the start distance, z_start = z (1 + z_error); near field only.
+    background : float >= 0
+        A detector background added to every pattern before the noise, as a fraction of the mean
+        coherent count per pixel: a map falling off from the detector's centre like air scatter,
+        1 / (1 + (r / (N/4))^2) scaled to that mean (`Experiment.background`).
+    scale_jitter : float >= 0
+        RMS of an intensity factor per pattern (beam-flux changes), mean 1, each >= 0.1
+        (`Experiment.scale`): I_j = scale_j I_coh,j + background.
     dtype : complex64 or complex128
         Precision of obj, probe and intensity_clean; data is always float32, positions float64.
     seed : int >= 0
@@ -486,6 +518,8 @@ def simulate(*, shape=None, probe="focused", probe_options=None, n_probe_modes=1
         raise ValueError("read_noise needs photons (photons=None means noise-free data)")
     position_error = real_number("position_error", position_error, low=0.0)
     jitter = real_number("jitter", jitter, low=0.0)
+    background = real_number("background", background, low=0.0)
+    scale_jitter = real_number("scale_jitter", scale_jitter, low=0.0)
     n_probe_modes = integer("n_probe_modes", n_probe_modes)
     n_object_modes = integer("n_object_modes", n_object_modes)
 
@@ -511,6 +545,11 @@ def simulate(*, shape=None, probe="focused", probe_options=None, n_probe_modes=1
               "pixel_size": geom.pixel_size, "padding": padding}
     obj_out = objs.astype(dtype)
     probe_out, clean = _scaled_intensities(obj_out, modes128, positions, photons, dtype, kwargs)
+    true_background, true_scale = _detector(len(positions), shape, clean, background, scale_jitter, streams)
+    if true_scale is not None:
+        clean = (clean * true_scale[:, None, None]).astype(clean.dtype)
+    if true_background is not None:
+        clean = (clean + true_background).astype(clean.dtype)
     data = _measured(clean, photons, read_noise, streams)
 
     return Experiment(
@@ -519,7 +558,8 @@ def simulate(*, shape=None, probe="focused", probe_options=None, n_probe_modes=1
         z=geom.z, z_start=None if geom.z is None else geom.z * (1.0 + z_error), padding=padding,
         detector_distance=geom.detector_distance, detector_pixel_size=geom.detector_pixel_size, photons=photons,
         seed=seed, geometry=geom,
-        step=float(np.mean(step_pair(step))), read_noise=read_noise, position_error=position_error, z_error=z_error)
+        step=float(np.mean(step_pair(step))), read_noise=read_noise, position_error=position_error, z_error=z_error,
+        background=true_background, scale=true_scale)
 
 
 # --------------------------------------------------------------------------- presets

@@ -15,7 +15,9 @@ group's ``geometry`` says why. Our own group ``/entry_1/cuptycho`` holds what cu
 or report: ``object`` and ``probe`` (all modes), ``positions`` and ``positions_nominal`` (pixels),
 ``z``, ``loss`` (per epoch), ``history``, ``timings``, ``events`` and ``config`` (JSON strings),
 ``device``, ``scan_matrix`` (I + A of the refined scan model, when [scan] refined it) and
-``excluded_positions`` (indices of the patterns [position_search] left out of the loss, when any).
+``excluded_positions`` (indices of the patterns [position_search] left out of the loss, when any),
+``background`` and ``scale`` (the refined detector model: counts added to each pattern in detector
+order, and each pattern's intensity factor; when [background] / [scale] refined them).
 `read_result` reads our group back.
 
 Every write is atomic (`cuptycho.atomic`) and refuses to replace an existing file unless
@@ -127,6 +129,10 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
         excluded = _attr(result, "excluded_positions")
         if excluded is not None and len(excluded):    # positions whose pattern was left out of the loss
             g.create_dataset("excluded_positions", data=np.asarray(excluded, dtype=np.int64))
+        for name in ("background", "scale"):          # the refined detector model, when it was refined
+            value = _attr(result, name)
+            if value is not None:
+                g.create_dataset(name, data=np.asarray(value))
         g.create_dataset("loss", data=np.array([b for _, b in losses], dtype=np.float64))
         if pixel is not None:
             g.create_dataset("pixel_size", data=np.asarray(pixel))
@@ -210,6 +216,8 @@ def read_result(path):
                 "scan_matrix": g["scan_matrix"][()] if "scan_matrix" in g else None,
                 "excluded_positions": g["excluded_positions"][()] if "excluded_positions" in g else
                 np.zeros(0, np.int64),
+                "background": g["background"][()] if "background" in g else None,
+                "scale": g["scale"][()] if "scale" in g else None,
             }
         except (KeyError, OSError, ValueError) as err:
             raise DataError(path, f"damaged cuptycho result group ({err})") from None
