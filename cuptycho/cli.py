@@ -231,6 +231,10 @@ class _Progress:
         if rec.get("z") is not None:
             text += f"  z {rec['z']:.6g} m"
         text += f"  pos-rms {rec.get('position_correction_rms', 0.0):.3g} px"
+        if rec.get("background_mean") is not None:           # the detector model, when refined
+            text += f"  background {rec['background_mean']:.4g}"
+        if rec.get("scale_std") is not None:
+            text += f"  scale-std {rec['scale_std']:.3g}"
         return text
 
     def __call__(self, rec):

@@ -324,3 +324,18 @@ def test_a_result_without_geometry_is_said_to_be_in_pixels(workdir, capsys):
     assert cli.main(["reconstruct", str(workdir / "sim.cxi"), "-o", str(workdir / "metres.cxi"), "--backend", "cpu",
                      "--epochs", "1"]) == 0
     assert "records no wavelength" not in capsys.readouterr().err
+
+
+def test_the_detector_model_from_a_config_file(workdir, capsys):
+    """[simulate] background / scale_jitter make the data; [background] and [scale] refine the model, the
+    log shows it, and the result file holds it."""
+    sim, out, toml = workdir / "bg.cxi", workdir / "bg-out.cxi", workdir / "bg.toml"
+    toml.write_text('[simulate]\npreset = "small_farfield"\nbackground = 0.15\nscale_jitter = 0.1\n\n'
+                    '[background]\nenabled = true\n\n[scale]\nenabled = true\nstart_epoch = 1\n')
+    assert cli.main(["simulate", "--config", str(toml), "-o", str(sim)]) == 0
+    assert cli.main(["reconstruct", str(sim), "--config", str(toml), "-o", str(out), "--epochs", "3",
+                     "--backend", "cpu", "--progress", "log", "--checkpoint-every", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "background, scale (from epoch 1)" in err and "  background " in err and "scale-std" in err
+    result = read_result(out)
+    assert result.background.shape == (64, 64) and result.background.max() > 0 and result.scale.shape == (49,)
