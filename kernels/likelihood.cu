@@ -187,6 +187,10 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
 #pragma omp parallel if(n_pos * n_modes * buf_ny * buf_nx >= CPT_MIN_PARALLEL)
   {
     T* factor = new T[nx > 0 ? nx : 1];
+    // EXT: a zero row stands for an absent background and a scratch row for an unwanted dl_di, so the
+    // pixel loop has no branch (with them it ran 2x slower than the plain loop)
+    T* zeros = EXT ? new T[nx > 0 ? nx : 1]() : nullptr;
+    T* unwanted = EXT ? new T[nx > 0 ? nx : 1] : nullptr;
 #pragma omp for schedule(static)
     for (long long row = 0; row < n_pos * buf_ny; ++row) {
       const long long j = row / buf_ny, br = row % buf_ny, r = br - off_y;
@@ -226,8 +230,8 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
         // the detector model: per row, the pattern's scale and background row (zero when absent)
         const T s = scale ? scale[j] : (T)1;
         const T* CPT_RESTRICT b_row =
-            background ? background + ((background_per_pattern ? j * ny : 0) + dr) * nx : nullptr;
-        T* CPT_RESTRICT g_row = dl_di ? dl_di + (j * ny + dr) * nx : nullptr;
+            background ? background + ((background_per_pattern ? j * ny : 0) + dr) * nx : zeros;
+        T* CPT_RESTRICT g_row = dl_di ? dl_di + (j * ny + dr) * nx : unwanted;
         double acc_s = 0;
         for (int seg = 0; seg < 2; ++seg) {
           const long long c0 = seg == 0 ? 0 : split, c1 = seg == 0 ? split : nx;
@@ -235,13 +239,13 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
 #pragma omp simd reduction(+ : acc, acc_s)
           for (long long c = c0; c < c1; ++c) {
             const T icoh = intensity_scale * factor[c], d = d_row[c + dc0], wgt = m_row[c + dc0];
-            const T i = s * icoh + (b_row ? b_row[c + dc0] : (T)0);
+            const T i = s * icoh + b_row[c + dc0];
             T slope;
             acc += (double)wgt * pixel_loss<LOSS, T>(i, d, eps, slope);
             const T dl = wgt * slope;
             acc_s += (double)dl * (double)icoh;
             factor[c] = grad_scale * s * dl;
-            if (g_row) g_row[c + dc0] = deriv_scale * dl;
+            g_row[c + dc0] = deriv_scale * dl;
           }
         }
         if (scale_rows) scale_rows[j * ny + r] += (double)deriv_scale * acc_s;
@@ -255,6 +259,8 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
       loss_rows[j * ny + r] += acc;
     }
     delete[] factor;
+    delete[] zeros;
+    delete[] unwanted;
   }
 #endif
 }
