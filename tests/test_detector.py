@@ -113,3 +113,27 @@ def test_an_edited_checkpoint_with_a_negative_background_is_refused(tmp_path):
     state["arrays"]["background"] = state["arrays"]["background"] - 1.0
     with pytest.raises(ValueError, match="arrays.background"):
         rec.load_state_dict(state)
+
+
+def test_a_background_and_flux_fluctuation_are_recovered():
+    """Acceptance (issue: background and per-shot scale): 15 % background and 10 % RMS flux fluctuation on the
+    7 x 7 far-field preset at 1e7 photons, probe known and refined, 800 epochs, the detector groups from epoch
+    100. Measured over seeds 0-3: object correlation 0.984-0.993 with the detector model, 0.933 without; the
+    background map 3.0-4.4 % off (its mean within 0.2 %); the scales' RMS error 0.026-0.043 of a 0.1 spread.
+
+    At 1e6 photons the same run reaches 0.977-0.988 (0.9875 at seed 0), and the exact background given and
+    fixed only 0.972-0.975: that case is limited by the background's Poisson noise over the weak high-q
+    signal, not by the fit; its map error, 9 %, is 1.3x the 6.8 % floor of a per-pixel estimate from 49
+    patterns. The scales trade off against a smooth object amplitude, so they are only partly identifiable."""
+    exp, ds = experiment(photons=1e7)
+    common = dict(epochs=800, object=Group(lr=0.03), probe=Group(enabled=True, lr=0.01), metrics_every=800)
+    detector = reconstruct(ds, config(**common, background=Group(enabled=True, start_epoch=100),
+                                      scale=Group(enabled=True, start_epoch=100)))
+    plain = reconstruct(ds, config(**common, background=Group(enabled=False), scale=Group(enabled=False)))
+    with_model, without = detector.history[-1], plain.history[-1]
+    assert with_model["object_correlation"] >= 0.98, with_model
+    assert without["object_correlation"] < with_model["object_correlation"] - 0.03, without
+    assert with_model["background_error"] < 0.05, with_model
+    assert abs(detector.background.mean() / exp.background.mean() - 1) < 0.01
+    assert with_model["scale_error_rms"] < 0.06, with_model
+    assert np.corrcoef(detector.scale, exp.scale)[0, 1] > 0.9
