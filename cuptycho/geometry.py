@@ -68,6 +68,28 @@ def transfer_function(kind: str, shape, z: float, wavelength: float, pixel_size)
     return h, kz
 
 
+def phase_derivative(kind: str, shape, z: float, wavelength: float, pixel_size, direction=(1.0, 0.0)) -> np.ndarray:
+    """d phi / dt of the transfer function's phase phi = z kz(f) along `direction` = (dz, ds): z moving by
+    dz t and both pixel sizes by the factor (1 + ds t), float64 (Ny, Nx), 0 where evanescent.
+
+    With (1, 0) this is kz itself (dL/dz). A pixel scale s moves the frequencies to f / s, so
+    d phi / ds = z dkz/d(f^2) (-2 f^2): angular_spectrum 2 pi z f^2 / sqrt(1/lambda^2 - f^2), fresnel
+    2 pi lambda z f^2. The gradient kernels weight by this array where they would weight by kz, so one
+    pass gives the derivative along any direction (the focus distance moves z and the pixel size together).
+    """
+    kz, propagating = wavenumber_z(kind, shape, wavelength, pixel_size)
+    dz, ds = (float(v) for v in direction)
+    if ds == 0.0:
+        return kz if dz == 1.0 else dz * kz
+    f2 = frequency_squared(shape, pixel_size)
+    if kind == "angular_spectrum":
+        root = np.sqrt(np.where(propagating, 1.0 / wavelength**2 - f2, 1.0))
+        dphi_ds = np.where(propagating, 2.0 * np.pi * z * f2 / root, 0.0)
+    else:
+        dphi_ds = 2.0 * np.pi * wavelength * z * f2
+    return dz * kz + ds * dphi_ds
+
+
 def asm_critical_distance(shape, wavelength: float, pixel_size) -> float:
     """Largest z at which the angular-spectrum transfer function is still sampled without aliasing.
 

@@ -53,19 +53,21 @@ def chunk_size(device, n_pos, bytes_per_position, elements_per_position=1):
     return int(min(n_pos, max(threads, fit // threads * threads)))
 
 
-def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype):
+def _transfer(xp, kind, buf_shape, z, wavelength, pixel_size, dtype, z_direction=(1.0, 0.0)):
     """`_device_transfer` for the current GPU (its cache is keyed by the device)."""
     return _device_transfer(xp, backends.device_id("numpy" if xp is np else "cuda"), kind, buf_shape, z, wavelength,
-                            pixel_size, dtype)
+                            pixel_size, dtype, tuple(float(v) for v in z_direction))
 
 
 @functools.lru_cache(maxsize=4)
-def _device_transfer(xp, gpu, kind, buf_shape, z, wavelength, pixel_size, dtype):
-    """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and kz on the device.
+def _device_transfer(xp, gpu, kind, buf_shape, z, wavelength, pixel_size, dtype, z_direction):
+    """H_z / n (n = pixels of the padded grid, the raw-FFT normalisation) and the phase derivative along
+    z_direction (kz for dL/dz) on the device.
 
     Cached (read-only results): an engine evaluates the model per minibatch, a sequential one per
     position, with the same geometry."""
-    h, kz = geometry.transfer_function(kind, buf_shape, z, wavelength, pixel_size)
+    h, _ = geometry.transfer_function(kind, buf_shape, z, wavelength, pixel_size)
+    kz = geometry.phase_derivative(kind, buf_shape, z, wavelength, pixel_size, z_direction)
     return xp.asarray((h / (buf_shape[0] * buf_shape[1])).astype(dtype)), xp.asarray(kz)
 
 
@@ -121,7 +123,8 @@ STAGES = ("exitwave", "fft", "propagate", "likelihood", "exitwave_adj", "scatter
 class _Run:
     """The per-call geometry shared by `forward` and `loss_and_grad`."""
 
-    def __init__(self, device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding):
+    def __init__(self, device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding,
+                 z_direction=(1.0, 0.0)):
         self.device, self.xp = device, array_module(obj)
         self.dtype = obj.dtype
         self.n_obj, self.n_probe = obj.shape[0], probe.shape[0]
@@ -136,7 +139,7 @@ class _Run:
         else:
             self.shift, self.intensity_scale = (0, 0), 1.0
             self.h, self.kz = _transfer(self.xp, propagator, self.buf, float(z), float(wavelength),
-                                        geometry.pixel_pair(pixel_size), np.dtype(self.dtype))
+                                        geometry.pixel_pair(pixel_size), np.dtype(self.dtype), z_direction)
         n_pos = positions.shape[0]
         per_position = self.n_obj * self.n_probe * self.n * np.dtype(self.dtype).itemsize
         self.chunk = chunk_size(device, n_pos, per_position, self.n_obj * self.n_probe * self.n)
@@ -183,19 +186,21 @@ GRADIENTS = frozenset({"object", "probe", "positions", "z", "scale", "background
 
 
 def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-                  pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None):
+                  pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
+                  z_direction=(1.0, 0.0)):
     """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
 
     `wanted`: the gradients to return; leaving out "positions" skips their reduction and leaving
     out "z" skips keeping the forward spectrum and the dL/dz reduction (object and probe
     gradients come from one fused kernel and are always computed). scale (J,) and background
     (Ny, Nx) or (J, Ny, Nx): the detector model (`likelihood.detector_likelihood`); "scale" and
-    "background" gradients come back for those given (and wanted).
+    "background" gradients come back for those given (and wanted). z_direction = (dz, ds): the "z"
+    gradient is the derivative along z + dz t and pixel_size (1 + ds t) (`geometry.phase_derivative`).
 
     `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
     synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
     """
-    run = _Run(device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding)
+    run = _Run(device, obj, probe, positions, propagator, z, wavelength, pixel_size, padding, z_direction)
     xp, n_pos = run.xp, positions.shape[0]
     grad_obj = xp.zeros_like(obj)
     grad_probe = xp.zeros_like(probe)

@@ -31,22 +31,25 @@ def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=Non
 
 
 def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
-             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None):
+             pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
+             z_direction=(1.0, 0.0)):
     """(loss, grads) of MATH.md: the `wanted` gradients of object, probe, positions, z and (when given) the
-    detector model's scale per pattern and background.
+    detector model's scale per pattern and background. The "z" gradient is the derivative along
+    z_direction = (dz, ds): z + dz t and the pixel size scaled by 1 + ds t (plain dL/dz by default).
 
     The kernels skip the position reduction and dL/dz when they are not wanted; the reference
     computes everything and returns the wanted ones."""
     if device == "numpy":
         prop = reference.make_propagator(propagator, probe.shape[-2:], z=z, wavelength=wavelength,
-                                         pixel_size=pixel_size, padding=padding, dtype=obj.dtype)
+                                         pixel_size=pixel_size, padding=padding, dtype=obj.dtype,
+                                         z_direction=z_direction)
         with stage(profile, "reference", device):
             value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop, scale=scale,
                                                    background=background)
         return value, {k: v for k, v in grads.items() if k in wanted}
     return model.loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
                                wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
-                               wanted=wanted, scale=scale, background=background)
+                               wanted=wanted, scale=scale, background=background, z_direction=z_direction)
 
 
 def patch_fwd(device, obj, positions, patch_shape):

@@ -216,13 +216,15 @@ class TransferFunctionPropagator:
     clinear = True
     depends_on_z = True
 
-    def __init__(self, kind, shape, z, wavelength, pixel_size, padding=(0, 0), dtype=np.complex128):
+    def __init__(self, kind, shape, z, wavelength, pixel_size, padding=(0, 0), dtype=np.complex128,
+                 z_direction=(1.0, 0.0)):
         self.shape = tuple(shape)
         self.padding = tuple(int(p) for p in padding)
         padded = (self.shape[0] + 2 * self.padding[0], self.shape[1] + 2 * self.padding[1])
-        h, kz = geometry.transfer_function(kind, padded, z, wavelength, pixel_size)
+        h, _ = geometry.transfer_function(kind, padded, z, wavelength, pixel_size)
         self.h = h.astype(dtype)
-        self.kz = kz
+        # the "z" gradient is the derivative along z_direction = (dz, d pixel scale): plain dL/dz by default
+        self.kz = geometry.phase_derivative(kind, padded, z, wavelength, pixel_size, z_direction)
 
     def _pad(self, x):
         return _pad(x, self.padding)
@@ -264,11 +266,12 @@ def spectrum_adj(g, h, kz=None, spectrum=None):
 
 
 def make_propagator(kind, shape, *, z=None, wavelength=None, pixel_size=None, padding=(0, 0),
-                    dtype=np.complex128):
-    """The propagator named `kind` for patches of `shape`; arguments are assumed validated."""
+                    dtype=np.complex128, z_direction=(1.0, 0.0)):
+    """The propagator named `kind` for patches of `shape`; arguments are assumed validated. Its "z"
+    gradient is the derivative along `z_direction` (`geometry.phase_derivative`)."""
     if kind == "farfield":
         return FarField()
-    return TransferFunctionPropagator(kind, shape, z, wavelength, pixel_size, padding, dtype)
+    return TransferFunctionPropagator(kind, shape, z, wavelength, pixel_size, padding, dtype, z_direction)
 
 
 # --------------------------------------------------------------------------- losses

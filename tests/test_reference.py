@@ -311,3 +311,33 @@ def test_bad_detector_model_is_named(problem, bad, message):
     data = np.ones((5, 8, 8))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         cuptycho.loss_and_grad(obj, probe, pos, data, backend="numpy", **bad)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("name", [n for n in PROPAGATION if "z" in PROPAGATION[n]])
+@pytest.mark.parametrize("loss", ["gaussian", "poisson"])
+def test_the_z_gradient_along_a_geometry_direction_matches_finite_differences(problem, loss, name, backend):
+    """z_direction = (dz, ds): the derivative of the loss as z moves by dz t and the pixel size by the factor
+    (1 + ds t) together (the focus distance moves both), from one pass; ds alone and both at once."""
+    from cuptycho import ops, validation
+
+    rng, obj, probe, pos, mask = problem
+    data = _data_for(loss, obj, probe, pos, PROPAGATION[name], rng)
+    kw = {k: v for k, v in PROPAGATION[name].items() if k != "propagator"}
+    prop = validation.propagation(PROPAGATION[name]["propagator"], kw["z"], kw["wavelength"], kw["pixel_size"],
+                                  kw.get("padding", 0))
+    device = cuptycho.backend.resolve(backend)
+    w = np.asarray(mask, dtype=np.float64)
+
+    def loss_at(t, direction):
+        z = prop["z"] + direction[0] * t
+        pixel = tuple(p * (1 + direction[1] * t) for p in prop["pixel_size"])
+        value, grads = ops.evaluate(device, obj, probe, pos, data, w, loss=loss,
+                                    propagator=PROPAGATION[name]["propagator"], z=z, wavelength=prop["wavelength"],
+                                    pixel_size=pixel, padding=prop["padding"], z_direction=direction)
+        return value, grads["z"]
+
+    for direction in ((0.0, 1.0), (0.3 * prop["z"], -0.7)):
+        _, analytic = loss_at(0.0, direction)
+        # x = 1 + t: the finite-difference step is relative to |x|
+        assert_gradient(lambda x: loss_at(float(x) - 1.0, direction)[0], analytic, np.float64(1.0), np.float64(1.0))
