@@ -236,6 +236,7 @@ class Resumable:
             "arrays": {"object": to_host(self.obj), "probe": to_host(self.probe), "correction": self.correction.copy(),
                        "z_rel": self.z_rel.copy(), **({"affine": self.affine.copy()} if "scan" in self.opt else {}),
                        **({"excluded": self.excluded.astype(np.float64)} if self.cfg.position_search else {}),
+                       **({"focus_rel": self.focus_rel.copy()} if "focus" in self.opt else {}),
                        **self.detector_arrays()},
             "optimisers": {},
         }
@@ -260,6 +261,8 @@ class Resumable:
             specs["affine"] = ((2, 2), "f")
         if self.cfg.position_search:
             specs["excluded"] = (self.excluded.shape, "f")        # 1: left out of the loss
+        if "focus" in self.opt:
+            specs["focus_rel"] = ((1,), "f")
         for name, value in self.detector_arrays().items():
             specs[name] = (value.shape, "f")
         for name, opt in self.opt.items():
@@ -321,6 +324,8 @@ class Resumable:
         if "affine" in arrays:
             self.affine = arrays["affine"].astype(np.float64)
         self.excluded = arrays["excluded"] > 0.5 if "excluded" in arrays else np.zeros(len(self.correction), bool)
+        if "focus_rel" in arrays:
+            self.focus_rel = arrays["focus_rel"].astype(np.float64)
         self.apply_detector_arrays(arrays)
         for name, opt in self.opt.items():
             o = state["optimisers"][name]

@@ -228,6 +228,8 @@ class _Progress:
     @staticmethod
     def _fields(rec):
         text = f"loss {rec['loss']:.5g}"
+        if rec.get("focus_distance") is not None:             # [focus]: z1 and the effective z it implies
+            text += f"  z1 {rec['focus_distance']:.6g} m"
         if rec.get("z") is not None:
             text += f"  z {rec['z']:.6g} m"
         text += f"  pos-rms {rec.get('position_correction_rms', 0.0):.3g} px"

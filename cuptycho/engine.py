@@ -24,8 +24,8 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, detector, divergence, initial, metrics, ops, position_search,
-               reference, regularisers, validation)
+from . import (budget, checkpoint, constraints, detector, divergence, focus, initial, metrics, ops,
+               position_search, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
@@ -37,7 +37,8 @@ FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the ini
 
 # --------------------------------------------------------------------------- the engine
 
-class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.DetectorModel):
+class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.DetectorModel,
+                     focus.FocusRefinement):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
     (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
@@ -45,9 +46,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
 
     ENGINES = ("gradient",)                   # the Config.engine names this class runs
     # what a divergence restores: the parameters and everything that steps them
-    SNAPSHOT = ("obj", "probe", "correction", "affine", "excluded", "z_rel", "background", "shot_scale", "opt",
-                "loss_scale", "scaled_for")
-    HOST_GROUPS = ("positions", "scan", "z", "scale")      # small parameters stepped on the host
+    SNAPSHOT = ("obj", "probe", "correction", "affine", "excluded", "z_rel", "focus_rel", "background", "shot_scale",
+                "opt", "loss_scale", "scaled_for")
+    HOST_GROUPS = ("positions", "scan", "z", "focus", "scale")      # small parameters stepped on the host
 
     @classmethod
     def check_config(cls, config: Config):
@@ -83,7 +84,12 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         self.data = dev(np.ascontiguousarray(dataset.data, dtype=self.real))
         mask = np.ones((ny, nx)) if dataset.mask is None else dataset.mask
         self.mask = dev(np.ascontiguousarray(mask, dtype=self.real))
-        self.nominal = np.ascontiguousarray(dataset.positions, dtype=np.float64)       # host: tiny
+        self.nominal = np.array(dataset.positions, dtype=np.float64, order="C")         # host: tiny; our own copy
+        # [focus] grows or shrinks the scan in sample pixels: a padded object keeps room for it (cuptycho.focus)
+        self.obj_pad = focus.padding_for_growth(self.nominal, dataset.obj_shape, dataset.patch_shape) \
+            if config.focus.enabled else (0, 0)
+        self.obj_shape = tuple(int(n + 2 * p) for n, p in zip(dataset.obj_shape, self.obj_pad))
+        self.nominal += np.array(self.obj_pad, dtype=np.float64)
         self.correction = np.zeros_like(self.nominal)
         # the scan model: positions = nominal + affine (nominal - centre) + correction; the affine (a 2 x 2
         # change of the scan's scale, rotation and shear about its centre) is refined with [scan]
@@ -98,6 +104,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         self.propagation = {"propagator": dataset.propagator, **validation.propagation(
             dataset.propagator, dataset.z if dataset.propagator != "farfield" else None, dataset.wavelength,
             dataset.pixel_size, dataset.padding)}
+        self._init_focus()
         self.loss_plan = loss_plan(config.loss)
         self.loss_scale = 1.0
         self.scaled_for = self.loss_name(0)          # the loss loss_scale was set for (switch_loss)
@@ -124,7 +131,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
 
     # ---- initial guesses
     def _initial_object(self):
-        return initial.object_ones(self.ds.obj_shape, self.cfg.n_object_modes, self.dtype, seed=self.cfg.seed)
+        return initial.object_ones(self.obj_shape, self.cfg.n_object_modes, self.dtype, seed=self.cfg.seed)
 
     def _initial_probe(self):
         spec, ds = self.cfg.init_probe, self.ds
@@ -189,6 +196,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             groups["object_modes"] = self.obj[1:]
         if self.cfg.scan.enabled:                 # absent otherwise: checkpoints of runs without it are unchanged
             groups["scan"] = self.affine
+        if self.cfg.focus.enabled:
+            groups["focus"] = self.focus_rel
         return {**groups, **self.detector_groups()}
 
     def positions(self):
@@ -197,16 +206,22 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
     def batch_positions(self, idx):
         """Current positions of the patterns `idx` (host, C-contiguous), without forming all of them:
         a sequential engine asks once per position."""
-        nominal = self.nominal[idx]
-        return nominal + (nominal - self.scan_centre) @ self.affine.T + self.correction[idx]
+        spread = self.nominal[idx] - self.scan_centre
+        if self.focus_enabled():                 # the scan in sample pixels grows with the magnification
+            spread = spread * self.focus_scan_factor()
+        return self.scan_centre + spread + spread @ self.affine.T + self.correction[idx]
 
     def z(self):
+        if self.focus_enabled():
+            return self.focus_geometry()["z"]
         return None if self.z0 is None else float(self.z0 * self.z_rel[0])
 
     def model_kwargs(self):
-        """Propagator and geometry in the model's form, at the current z."""
+        """Propagator and geometry in the model's form, at the current z (and focus distance)."""
         if self.propagation["propagator"] == "farfield":
             return self.propagation
+        if self.focus_enabled():
+            return {**self.propagation, **self.focus_geometry()}
         return {**self.propagation, "z": self.z()}
 
     def _active(self, name, epoch):
@@ -214,6 +229,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         if name == "z" and self.z0 is None:
             return False
         if name == "object_modes" and self.obj.shape[0] == 1:
+            return False
+        if name == "focus" and self.focus_frozen:
             return False
         return g.enabled and epoch >= g.start_epoch
 
@@ -246,13 +263,16 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
     def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
         pos = backends.to_device(self.device, self.batch_positions(idx))
         data, mask = self.batch_data(idx)
-        return ops.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss,
-                            profile=profile, wanted=wanted, **self.model_kwargs(), **self.detector_kwargs(idx))
+        direction = {"z_direction": self.focus_direction()} if self.focus_enabled() else {}
+        return ops.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss, profile=profile,
+                            wanted=wanted, **self.model_kwargs(), **self.detector_kwargs(idx), **direction)
 
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
         wanted = {"object", "probe"} | {g for g in ("positions", "z") if self._active(g, epoch)}
         wanted |= self.detector_wanted(epoch)
+        if self._active("focus", epoch):
+            wanted |= {"z", "positions"}
         if self._active("scan", epoch):
             wanted.add("positions")
         value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
@@ -275,7 +295,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             self.opt["probe"].update(self.probe, _scaled(grads["probe"], scale))
         if self._active("scan", epoch):           # dL/dA = sum_j dL/dp_j (nominal_j - centre)^T
             g = scale * to_host(grads["positions"])
-            self.opt["scan"].update(self.affine, np.ascontiguousarray(g.T @ (self.nominal[idx] - self.scan_centre)))
+            spread = (self.nominal[idx] - self.scan_centre) * self.focus_scan_factor()
+            self.opt["scan"].update(self.affine, np.ascontiguousarray(g.T @ spread))
             self._limit_scan()
         if self._active("positions", epoch):
             self._update_positions(idx, scale * to_host(grads["positions"]))
@@ -283,6 +304,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             self._clip_positions()
         if self._active("z", epoch):
             self.opt["z"].update(self.z_rel, np.array([scale * grads["z"] * self.z0]))
+        if self._active("focus", epoch):
+            self.opt["focus"].update(self.focus_rel, np.array([scale * self.focus_gradient(grads, idx)]))
         self.update_detector(idx, epoch, grads, scale)
         return scale * value
 
@@ -312,7 +335,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         it explains worst (outliers pulled a plain fit) and without those left out of the loss; the positions stay,
         the corrections keep what is local."""
         used = self.in_loss()
-        d, c = self.nominal - self.scan_centre, self.correction - np.median(self.correction[used], axis=0)
+        d = (self.nominal - self.scan_centre) * self.focus_scan_factor()
+        c = self.correction - np.median(self.correction[used], axis=0)
         fit = np.linalg.lstsq(d[used], c[used], rcond=None)[0]
         miss = np.linalg.norm(c - d @ fit, axis=1)
         keep = used & (miss <= 3 * np.median(miss[used]) + 0.5)
@@ -392,6 +416,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
                "z": self.z(), "position_correction_rms": float(np.sqrt(np.mean(self.correction ** 2))),
                "scan_matrix": (np.eye(2) + self.affine).tolist(),             # I + A: the scan's linear map
                "lr": {k: o.lr for k, o in self.opt.items()}, **self.detector_record()}
+        if self.focus_enabled():
+            rec["focus_distance"] = self.focus_distance()
         if epoch % max(1, self.cfg.metrics_every) == 0 or epoch == self.cfg.epochs - 1:
             # comparable across runs, batch sizes and packages: the whole dataset's data loss (the loss's own
             # definition, unscaled, no penalties) per valid detector pixel, after the epoch
@@ -407,20 +433,23 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
 
     def metrics(self):
         truth, out = self.ds.truth, {}
+        (py, px), (h, w) = self.obj_pad, self.ds.obj_shape            # the dataset's object within a padded one
         if truth.get("object") is not None:
-            scanned = self.scanned
+            scanned = self.scanned[py:py + h, px:px + w]
             # a global translation (the mean position error, which refinement cannot see) is registered
             # first; then a linear phase ramp, invisible in far-field data once the probe is refined
             # (it moves into the probe), is removed relative to the truth, on the aligned grid
             true_obj = to_host(truth["object"])[0]
-            estimate, _ = metrics.align(to_host(self.obj[0]), true_obj, mask=scanned)
+            estimate, _ = metrics.align(to_host(self.obj[0])[py:py + h, px:px + w], true_obj, mask=scanned)
             estimate = metrics.remove_phase_ramp(estimate, mask=scanned, reference=true_obj)
             out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned, shift=False)
         if truth.get("positions") is not None:
-            err = metrics.position_errors(self.positions(), to_host(truth["positions"]))
+            err = metrics.position_errors(self.positions() - np.array(self.obj_pad), to_host(truth["positions"]))
             out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]
         if truth.get("z") is not None and self.z0 is not None:
             out["z_error"] = metrics.z_error(self.z(), truth["z"])["relative"]
+        if truth.get("focus_distance") is not None and self.focus_enabled():
+            out["focus_error"] = self.focus_distance() / truth["focus_distance"] - 1
         return {**out, **self.detector_metrics(truth)}
 
     def illuminated(self):
@@ -436,6 +465,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         cfg = self.cfg
         until = cfg.epochs if until is None else min(until, cfg.epochs)
         t_start = time.perf_counter()
+        if self.focus_enabled() and until > 0:
+            self.search_focus()
         while self.epoch < until and not self.finished:
             epoch = self.epoch
             if not self._watch(epoch):
@@ -476,6 +507,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             self.history[-1].update(self.metrics())    # a run that stopped early ends with metrics too
         if (self.finished or self.epoch >= cfg.epochs) and self.excluded.any():
             self._report_excluded()
+        if self.finished or self.epoch >= cfg.epochs:
+            self.report_focus()
         self.timings["total"] = self.timings.get("total", 0.0) + time.perf_counter() - t_start
         return self.result()
 
@@ -508,7 +541,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
                       config=_config_dict(self.cfg), device=self.device,
                       scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None,
                       excluded_positions=np.flatnonzero(self.excluded), background=detector.get("background"),
-                      scale=detector.get("shot_scale"))
+                      scale=detector.get("shot_scale"), focus_distance=self.focus_distance(),
+                      pixel_size=self.focus_geometry()["pixel_size"] if self.focus_enabled() else None)
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""
@@ -541,7 +575,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
 
     def _finite(self):
         return all(bool(self.xp.all(self.xp.isfinite(a))) for a in (self.obj, self.probe)) and \
-            all(bool(np.all(np.isfinite(a))) for a in (self.correction, self.affine, self.z_rel)) and \
+            all(bool(np.all(np.isfinite(a))) for a in (self.correction, self.affine, self.z_rel, self.focus_rel)) and \
             self.detector_finite()
 
 

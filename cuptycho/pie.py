@@ -100,6 +100,9 @@ class PIEReconstruction(Reconstruction):
         if config.z.enabled:
             raise ValueError(f"z refinement needs engine = 'gradient' (the {config.engine} engine refines the object, "
                              "the probe and the positions): set z.enabled = false")
+        if config.focus.enabled:
+            raise ValueError(f"focus refinement needs engine = 'gradient' (the {config.engine} engine refines the "
+                             "object, the probe and the positions): set focus.enabled = false")
         for name in ("background", "scale"):
             if getattr(config, name).enabled:
                 raise ValueError(f"{name} (the detector model) needs engine = 'gradient'; the {config.engine} "

@@ -26,6 +26,10 @@ class Result:
     # pattern, detector order) and each pattern's intensity factor (J,); None: not refined
     background: np.ndarray | None = None
     scale: np.ndarray | None = None
+    # [focus]: the refined focus-to-sample distance (m) and the sample pixel size (dy, dx) it implies; None: not
+    # refined (the dataset's hold)
+    focus_distance: float | None = None
+    pixel_size: tuple | None = None
 
     @property
     def loss(self):

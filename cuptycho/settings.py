@@ -230,6 +230,20 @@ class PositionSearch:
     exclude: bool = option(True, Bool(), example=False)
 
 
+@dataclass
+class FocusSearch:
+    """Before the first epoch, with [focus] enabled: `points` focus distances spaced evenly in log between
+    `low` and `high` times the given one, each reconstructed for `epochs` epochs from the same start (the
+    focus fixed), and the one whose whole-dataset loss per pixel is lowest kept as the start of the
+    refinement: the gradient's capture range is ~15 % (from 30 % too short on the PETRA file it stalled)."""
+    # measured on the PETRA III file (benchmarks/experiments/focus_distance.py): 10 epochs per point put
+    # the minimum at 0.98 x the given 3.65 mm, the gradient's value within 2 %, from either side
+    low: float = option(0.6, Real(positive=True), example=0.5)
+    high: float = option(1.6, Real(positive=True), example=2.0)
+    points: int = option(15, Int(low=2), example=21)
+    epochs: int = option(10, Int(low=1), example=5)
+
+
 def _amplitude_pair(c, key, v):
     out = Pair(ordered=True)(c, key, v)
     if out[0] < 0:
@@ -367,6 +381,9 @@ class Config:
         so they keep only what is local. Refine the scan first (positions.start_epoch later than
         scan.start_epoch): started together on a featureless object, the corrections lock into a
         wrong minimum that holds A back. Gradient engine only.
+    focus : the focus-to-sample distance z1 of a divergent-beam near-field dataset (`cuptycho.focus`): the
+        effective distance, the sample pixel size and the scan's pixel scale follow it (lr relative to the
+        given z1); exclusive with z, which refines the effective distance alone.
     background, scale : the detector model I_j = s_j I_coh + b (`cuptycho.detector`, gradient engine): b a
         background added to every pattern (counts, detector order; lr relative to the data's mean count
         per pixel), one map or, with background_per_pattern, one per pattern; s_j an intensity factor per
@@ -374,6 +391,8 @@ class Config:
     position_l1 : weight of an L1 penalty on the position corrections (pixels).
     position_search : a grid search of each position's shift (`PositionSearch`; None: off), for
         positions too far off for the gradient (`cuptycho.position_search`).
+    focus_search : a loss scan over the focus distance before the first epoch (`FocusSearch`; None: off),
+        for a focus distance too far off for the [focus] gradient.
     max_position_correction : largest |correction| per axis in pixels (None: only the object's
         edges limit it: corrected patches always stay on the object).
     max_scan_scale : how far the [scan] model's scale may depart from the stage's, as a fraction: the
@@ -408,6 +427,7 @@ class Config:
     positions: Group = _group(enabled=False, lr=5e-2)      # PIE engines: one Adam step per position per epoch
     scan: Group = _group(enabled=False, lr=1e-3)           # the affine map of the whole scan (gradient engine)
     z: Group = _group(enabled=False, lr=1e-3)
+    focus: Group = _group(enabled=False, lr=1e-2)          # focus-to-sample distance z1 (gradient engine)
     background: Group = _group(enabled=False, lr=1e-2)     # detector background (gradient engine)
     scale: Group = _group(enabled=False, lr=1e-2)          # intensity factor per pattern (gradient engine)
     background_per_pattern: bool = option(False, Bool(), example=True)
@@ -428,6 +448,7 @@ class Config:
     constraints: dict = option(dict, TableOf(Constraints), example={"renormalise": True})
     early_stop: dict | None = option(None, Maybe(TableOf(EarlyStop)), example={"patience": 5})
     position_search: dict | None = option(None, Maybe(TableOf(PositionSearch)), example={"radius": 16.0})
+    focus_search: dict | None = option(None, Maybe(TableOf(FocusSearch)), example={"points": 9})
     max_divergences: int = option(5, Int(low=0), example=2)
     divergence_factor: float = option(10.0, Custom(lambda c, k, v: _above_one(c, k, v)), example=20.0)
     seed: int = option(0, Int(low=0), example=3)

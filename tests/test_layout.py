@@ -24,7 +24,7 @@ FLOORS = [
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings"},
     # the engines
-    {"engine", "pie", "checkpoint", "divergence", "detector", "position_search"},
+    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "position_search"},
     {"engines"},
     # runs from files, reports
     {"config", "run", "report"},

@@ -97,7 +97,9 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
     losses = [(int(r.get("epoch", i)), float(r["loss"])) for i, r in enumerate(history)
               if isinstance(r, dict) and "loss" in r]
     pixel = None
-    if dataset is not None and dataset.pixel_size is not None:
+    if _attr(result, "pixel_size") is not None:          # refined with the focus distance
+        pixel = validation.length_pair("pixel_size", _attr(result, "pixel_size"))
+    elif dataset is not None and dataset.pixel_size is not None:
         pixel = validation.length_pair("pixel_size", dataset.pixel_size)
     with atomic_path(path, overwrite=overwrite) as tmp, create_hdf5(tmp) as f:
         e, src, det = new_entry(f)
@@ -129,6 +131,8 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
         excluded = _attr(result, "excluded_positions")
         if excluded is not None and len(excluded):    # positions whose pattern was left out of the loss
             g.create_dataset("excluded_positions", data=np.asarray(excluded, dtype=np.int64))
+        if _attr(result, "focus_distance") is not None:     # [focus] refined it
+            g.create_dataset("focus_distance", data=float(_attr(result, "focus_distance")))
         for name in ("background", "scale"):          # the refined detector model, when it was refined
             value = _attr(result, name)
             if value is not None:
@@ -218,6 +222,8 @@ def read_result(path):
                 np.zeros(0, np.int64),
                 "background": g["background"][()] if "background" in g else None,
                 "scale": g["scale"][()] if "scale" in g else None,
+                "focus_distance": float(g["focus_distance"][()]) if "focus_distance" in g else None,
+                "pixel_size": tuple(g["pixel_size"][()]) if "focus_distance" in g and "pixel_size" in g else None,
             }
         except (KeyError, OSError, ValueError) as err:
             raise DataError(path, f"damaged cuptycho result group ({err})") from None
