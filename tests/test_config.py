@@ -103,7 +103,7 @@ BAD = [
     ("probes = 1", r"unknown key 'probes' \(did you mean 'probe'\?\)"),
     ("[probe]\nlrr = 0.1", r"^config: unknown key 'probe\.lrr' \(did you mean 'probe\.lr'\?\)$"),
     ("lr = 0.1", r"unknown key 'lr' \('lr' belongs in \[object\], \[object_modes\], \[probe\], \[positions\], "
-                 r"\[scan\], \[z\], \[background\], \[scale\]\)"),
+                 r"\[scan\], \[z\], \[focus\], \[background\], \[scale\]\)"),
     ("[probe]\nwhatever = 1", r"unknown key 'probe\.whatever' \(known keys of \[probe\]: betas, enabled, eps, lr"),
     ("probe = 3", r"'probe' must be a table, got an integer 3"),
     # scalars
