@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import atomic, checkpoint, config as C, engines, io, units
+from . import atomic, checkpoint, config as C, defaults, engines, io, units
 from .settings import GROUPS
 
 RESUME_FREE = {"epochs", "backend", "profile", "metrics_every"}      # may differ when resuming
@@ -224,6 +224,9 @@ class ResumableRun:
             explicit = run.explicit | set(overrides)
             run = dataclasses.replace(C.from_dict(doc, source="the command line"), explicit=explicit)
         if saved_run is not None:
+            # the checkpoint's run had the measured-data defaults filled in (`_build`): so has this one
+            n = len(self.state["arrays"]["correction"])
+            run = dataclasses.replace(run, config=defaults.apply(run.config, n, run.explicit)[0])
             diff = differences(C.to_dict(run.config), C.to_dict(saved_run.config))
             if diff:
                 key, mine, theirs = diff[0]
@@ -263,6 +266,10 @@ class ResumableRun:
         except TypeError as err:
             raise ValueError(f"{self.data}: a [data] option does not apply to this kind of file ({err})") from None
         cfg = run.config
+        if self.saved is None and self.state is None:          # a new run: the measured-data defaults fill the gaps
+            cfg, applied = defaults.apply(cfg, ds.n_patterns, run.explicit)
+            if applied:
+                self.note("note: " + defaults.describe(cfg))
         if "init_probe" not in run.explicit and ds.probe is None and self.saved is None:
             cfg.init_probe = "data"
             if "probe.enabled" not in run.explicit:

@@ -27,7 +27,7 @@ FLOORS = [
     {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "position_search"},
     {"engines"},
     # runs from files, reports
-    {"config", "run", "report"},
+    {"config", "defaults", "run", "report"},
     # the front doors
     {"cli", "__init__", "__main__"},
 ]
