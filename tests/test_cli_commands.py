@@ -339,3 +339,23 @@ def test_the_detector_model_from_a_config_file(workdir, capsys):
     assert "background, scale (from epoch 1)" in err and "  background " in err and "scale-std" in err
     result = read_result(out)
     assert result.background.shape == (64, 64) and result.background.max() > 0 and result.scale.shape == (49,)
+
+
+def test_measured_data_defaults_fill_what_the_configuration_leaves_out(workdir, capsys):
+    """With no --config, the defaults for measured data (cuptycho.defaults) set the schedule and say so; a key
+    the configuration or --set gives wins over them."""
+    sim = workdir / "sim.cxi"
+    out = workdir / "defaults.cxi"
+    assert cli.main(["reconstruct", str(sim), "-o", str(out), "--epochs", "2", "--backend", "cpu",
+                     "--progress", "none", "--checkpoint-every", "0", "--set", "batch=7"]) == 0
+    assert "defaults for measured data" in capsys.readouterr().err
+    cfg = read_result(out).config
+    assert cfg["epochs"] == 2 and cfg["batch"] == 7                           # given: theirs
+    assert cfg["object"]["lr"] == 0.04 and cfg["object"]["schedule"]["gamma"] == 0.125
+    assert cfg["positions"]["enabled"] and cfg["positions"]["start_epoch"] == 5 and cfg["probe"]["enabled"]
+    toml = workdir / "nopos.toml"
+    toml.write_text("[positions]\nenabled = false\n")
+    out2 = workdir / "nopos.cxi"
+    assert cli.main(["reconstruct", str(sim), "--config", str(toml), "-o", str(out2), "--epochs", "1",
+                     "--backend", "cpu", "--progress", "none", "--checkpoint-every", "0"]) == 0
+    assert read_result(out2).config["positions"]["enabled"] is False           # the file's table wins
