@@ -1,7 +1,7 @@
 """The command line's defaults for measured data (`cuptycho.defaults`) against the defaults before them and
 against the best tuned reconstruction, on the two measured files in ../shared/data.
 
-    python benchmarks/experiments/defaults.py [--part petra|star|both] [--json out.json]
+    python benchmarks/experiments/defaults.py [--part petra|star|presets|all] [--json out.json]
 
 petra (PETRA III near field, 200 patterns of 100 x 100, no probe guess in the file):
 - before: what `cuptycho reconstruct` did with no options: 100 epochs, the full batch, object lr 0.01,
@@ -18,6 +18,9 @@ star (Velociprobe Siemens star, far field, 516 patterns of 128 x 128, the file's
 scan and on its two interleaved halves (even and odd positions); rows: seconds, the loss per pixel, the
 resolution where the Fourier ring correlation of the two halves' objects (registered, tapered, over
 their jointly lit box) falls below 1/7, in pixels (half-period).
+
+presets: `small_farfield` and `small_nearfield` (seed 1) without a probe guess, before and with the
+defaults: the object's correlation with the truth.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from common import RAW, machine, print_table, write_json
 
-from cuptycho import Config, Group, defaults, io, metrics, reconstruct
+from cuptycho import Config, Group, defaults, io, metrics, reconstruct, simulate
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PETRA = DATA / "petra3_p25_nearfield" / "PETRAIII_P25_Near_Field_Ptycho.cxi"
@@ -121,16 +124,34 @@ def star():
     return rows
 
 
+def presets():
+    """The simulated presets as a file without a probe guess would come (probe from the data): the object's
+    correlation with the truth."""
+    rows = []
+    for name in ("small_farfield", "small_nearfield"):
+        ds = simulate.preset(name, seed=1).dataset()
+        for label, cfg in (("before", before(True)), ("defaults", with_defaults(ds.n_patterns, True))):
+            cfg.metrics_every = cfg.epochs
+            r, t = timed(ds, cfg)
+            rows.append({"preset": name, "run": label, "seconds": t, "loss": r.history[-1]["loss_per_pixel"],
+                         "corr": r.history[-1]["object_correlation"]})
+    print_table(rows, [("preset", "preset", "s"), ("run", "run", "s"), ("s", "seconds", ".1f"),
+                       ("loss/px", "loss", ".4f"), ("corr", "corr", ".4f")])
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=RAW)
-    parser.add_argument("--part", choices=("petra", "star", "both"), default="both")
+    parser.add_argument("--part", choices=("petra", "star", "presets", "all"), default="all")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     out = {"machine": machine()}
-    if args.part in ("petra", "both"):
+    if args.part in ("petra", "all"):
         out["petra"] = petra()
-    if args.part in ("star", "both"):
+    if args.part in ("star", "all"):
         out["star"] = star()
+    if args.part in ("presets", "all"):
+        out["presets"] = presets()
     if args.json:
         write_json(args.json, out)
 
