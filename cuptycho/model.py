@@ -212,20 +212,26 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     detector_grads = tuple(g for g, given in (("scale", scale), ("background", background))
                            if given is not None and g in wanted)
     scale_rows = xp.zeros((n_pos, run.patch[0]), np.float64) if "scale" in detector_grads else None
-    dl_di = xp.empty(data.shape, data.dtype) if "background" in detector_grads else None
+    # dL/db: per pattern, the kernel's dl_di itself; for one shared map, each chunk's summed into grad_b
+    per_pattern = background is not None and background.ndim == 3
+    dl_di = xp.empty(data.shape, data.dtype) if "background" in detector_grads and per_pattern else None
+    grad_b = xp.zeros(data.shape[1:], data.dtype) if "background" in detector_grads and not per_pattern else None
+    window = {"loss": loss, "n_total": n_pos, "padding": run.padding, "shift": run.shift,
+              "intensity_scale": run.intensity_scale}
     for j0, j1 in run.chunks:
         pos = positions[j0:j1]
         waves, plan, spectrum = run.to_detector(obj, probe, positions, j0, j1, profile, keep_spectrum=z_grad)
-        window = {"loss": loss, "n_total": n_pos, "padding": run.padding, "shift": run.shift,
-                  "intensity_scale": run.intensity_scale}
         with stage(profile, "likelihood", device):
             chunk_mask = mask if mask.ndim == 2 else mask[j0:j1]
             if detector:
+                chunk_dl = dl_di[j0:j1] if dl_di is not None else \
+                    _scratch(device, (j1 - j0, *data.shape[1:]), data.dtype) if grad_b is not None else None
                 likelihood.detector_likelihood(
                     waves, data[j0:j1], chunk_mask, None if scale is None else scale[j0:j1],
-                    background if background is None or background.ndim == 2 else background[j0:j1],
-                    loss_rows[j0:j1], None if scale_rows is None else scale_rows[j0:j1],
-                    None if dl_di is None else dl_di[j0:j1], grads=detector_grads, **window)
+                    background[j0:j1] if per_pattern else background, loss_rows[j0:j1],
+                    None if scale_rows is None else scale_rows[j0:j1], chunk_dl, grads=detector_grads, **window)
+                if grad_b is not None:
+                    grad_b += chunk_dl.sum(axis=0)
             else:
                 likelihood.likelihood(waves, data[j0:j1], chunk_mask, loss_rows[j0:j1], **window)
         if not run.farfield:
@@ -252,6 +258,6 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
         grads["z"] = float(dz_rows.sum())
     if scale_rows is not None:
         grads["scale"] = scale_rows.sum(axis=1)
-    if dl_di is not None:
-        grads["background"] = dl_di if background.ndim == 3 else dl_di.sum(axis=0)
+    if "background" in detector_grads:
+        grads["background"] = dl_di if per_pattern else grad_b
     return float(loss_rows.sum()) / n_pos, grads

@@ -137,3 +137,23 @@ def test_a_background_and_flux_fluctuation_are_recovered():
     assert abs(detector.background.mean() / exp.background.mean() - 1) < 0.01
     assert with_model["scale_error_rms"] < 0.06, with_model
     assert np.corrcoef(detector.scale, exp.scale)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("per_pattern", [False, True])
+def test_the_detector_gradients_add_up_over_chunks(monkeypatch, per_pattern):
+    """The kernels process a batch in chunks of positions: the background's gradient is summed over them
+    (one map) or written per pattern, the scales' per pattern; against the reference."""
+    import cuptycho
+    from cuptycho import model
+
+    exp = simulate.preset("small_farfield", background=0.15, scale_jitter=0.1)
+    rng = np.random.default_rng(2)
+    n = exp.n_positions
+    background = rng.uniform(0, 5, exp.data.shape if per_pattern else exp.data.shape[1:])
+    kw = dict(scale=rng.uniform(0.8, 1.2, n), background=background, loss="poisson")
+    obj, probe = exp.obj.astype(np.complex128), exp.probe.astype(np.complex128)
+    _, expected = cuptycho.loss_and_grad(obj, probe, exp.positions, exp.data, backend="numpy", **kw)
+    monkeypatch.setattr(model, "CHUNK_BYTES", 3 * 64 * 64 * 16)          # a few positions per chunk
+    _, got = cuptycho.loss_and_grad(obj, probe, exp.positions, exp.data, backend="cpu", **kw)
+    for key in ("scale", "background", "object"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-9, atol=1e-12 * np.abs(expected[key]).max())
