@@ -39,3 +39,16 @@ def assert_gradient(loss, grad, x, d, rtol=1e-6, rel_step=1e-6):
     fd = directional_fd(loss, x, d, h)
     an = float(np.real(np.vdot(grad, d)))
     assert abs(fd - an) <= rtol * max(abs(fd), abs(an)), (fd, an, abs(fd - an) / max(abs(fd), abs(an)))
+
+
+def resumed_through_a_checkpoint(ds, config, until, path):
+    """The result of a run of `config` stopped after epoch `until`, saved to the checkpoint `path`, loaded into
+    a fresh engine and run to the end (compare it with an uninterrupted run for an exact resume)."""
+    from cuptycho import checkpoint, create
+
+    first = create(ds, config)
+    first.run(until=until)
+    checkpoint.save(first.state_dict(), path)
+    resumed = create(ds, config)
+    resumed.load_state_dict(checkpoint.load(path))
+    return resumed.run()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cuptycho import Config, Group, checkpoint, create, io, reconstruct, simulate
+from checks import resumed_through_a_checkpoint
+
+from cuptycho import Config, Group, create, io, reconstruct, simulate
 
 
 def experiment(background=0.15, scale_jitter=0.1, **kw):
@@ -89,13 +91,7 @@ def test_resumed_run_equals_an_uninterrupted_one_and_the_file_keeps_the_model(tm
     cfg = dict(epochs=5, dtype="complex128", background=Group(enabled=True, start_epoch=1),
                scale=Group(enabled=True, start_epoch=1))
     straight = reconstruct(ds, config(**cfg))
-    first = create(ds, config(**cfg))
-    first.run(until=2)
-    path = tmp_path / "run.ckpt.npz"
-    checkpoint.save(first.state_dict(), path)
-    resumed = create(ds, config(**cfg))
-    resumed.load_state_dict(checkpoint.load(path))
-    result = resumed.run()
+    result = resumed_through_a_checkpoint(ds, config(**cfg), 2, tmp_path / "run.ckpt.npz")
     np.testing.assert_array_equal(result.background, straight.background)
     np.testing.assert_array_equal(result.scale, straight.scale)
     np.testing.assert_array_equal(result.object, straight.object)

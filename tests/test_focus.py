@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cuptycho import Config, Group, checkpoint, create, io, reconstruct, simulate
+from checks import resumed_through_a_checkpoint
+
+from cuptycho import Config, Group, create, io, reconstruct, simulate
 from cuptycho.dataset import Dataset
 
 WAVELENGTH, Z2, DETECTOR_PIXEL, Z1 = 1e-10, 1.0, 50e-6, 5e-3        # magnification 201, sample pixels 249 nm
@@ -92,14 +94,8 @@ def test_resumed_focus_run_equals_an_uninterrupted_one_and_the_file_has_it(exp, 
     cfg = dict(epochs=6, dtype="complex128")
     with pytest.warns(UserWarning, match="the data favour"):
         straight = reconstruct(ds, config(**cfg))
-    first = create(ds, config(**cfg))
-    first.run(until=3)
-    path = tmp_path / "run.ckpt.npz"
-    checkpoint.save(first.state_dict(), path)
-    resumed = create(ds, config(**cfg))
-    resumed.load_state_dict(checkpoint.load(path))
     with pytest.warns(UserWarning, match="the data favour"):
-        result = resumed.run()
+        result = resumed_through_a_checkpoint(ds, config(**cfg), 3, tmp_path / "run.ckpt.npz")
     assert result.focus_distance == straight.focus_distance
     np.testing.assert_array_equal(result.object, straight.object)
     io.write_result(tmp_path / "r.cxi", result, ds)
