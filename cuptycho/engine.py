@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, detector, divergence, focus, initial, metrics, ops,
+from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, initial, metrics, ops,
                position_search, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
@@ -38,7 +38,7 @@ FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the ini
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.DetectorModel,
-                     focus.FocusRefinement):
+                     focus.FocusRefinement, distributed.Distributed):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
     (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
@@ -260,12 +260,13 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         return ops.forward(self.device, self.obj, self.probe, backends.to_device(self.device, positions),
                            **self.model_kwargs(), **self.detector_kwargs(idx))
 
-    def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS):
+    def evaluate(self, idx, loss, profile=None, wanted=ops.GRADIENTS, n_total=None):
         pos = backends.to_device(self.device, self.batch_positions(idx))
         data, mask = self.batch_data(idx)
         direction = {"z_direction": self.focus_direction()} if self.focus_enabled() else {}
         return ops.evaluate(self.device, self.obj, self.probe, pos, data, mask, loss=loss, profile=profile,
-                            wanted=wanted, **self.model_kwargs(), **self.detector_kwargs(idx), **direction)
+                            wanted=wanted, **self.model_kwargs(), **self.detector_kwargs(idx), **direction,
+                            n_total=n_total)
 
     def step(self, idx, epoch, profile):
         # only the gradients an active group uses: no position reduction or dL/dz when they are fixed
@@ -275,9 +276,12 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             wanted |= {"z", "positions"}
         if self._active("scan", epoch):
             wanted.add("positions")
-        value, grads = self.evaluate(idx, self.loss_name(epoch), profile, frozenset(wanted))
+        mine = self.own(idx)                 # with several ranks: this rank's share, the loss over the whole batch
+        value, grads = self.evaluate(mine, self.loss_name(epoch), profile, frozenset(wanted), len(idx)) \
+            if len(mine) else (0.0, None)
+        value, grads = self.reduce(value, grads, mine, wanted)
         with ops.stage(profile, "optimiser", self.device):
-            return self._update(idx, epoch, value, grads)
+            return self._update(mine, epoch, value, grads)
 
     def _update(self, idx, epoch, value, grads):
         scale = self.loss_scale
@@ -296,7 +300,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         if self._active("scan", epoch):           # dL/dA = sum_j dL/dp_j (nominal_j - centre)^T
             g = scale * to_host(grads["positions"])
             spread = (self.nominal[idx] - self.scan_centre) * self.focus_scan_factor()
-            self.opt["scan"].update(self.affine, np.ascontiguousarray(g.T @ spread))
+            self.opt["scan"].update(self.affine, np.ascontiguousarray(self.comm.sum(g.T @ spread)))
             self._limit_scan()
         if self._active("positions", epoch):
             self._update_positions(idx, scale * to_host(grads["positions"]))
@@ -473,6 +477,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
                 continue
             t0 = time.perf_counter()
             loss, size, profile = self.run_epoch(epoch)
+            self.exchange_rows()
             reason = self._divergence(loss)
             if reason is not None:
                 self._roll_back(epoch, reason)

@@ -10,6 +10,7 @@ A new engine subclasses `engine.Reconstruction` (overriding `step` and the loop'
 """
 from __future__ import annotations
 
+from . import parallel
 from .engine import Reconstruction
 from .result import Result
 from .pie import PIEReconstruction
@@ -31,13 +32,18 @@ def check(config: Config) -> Config:
     return config
 
 
-def create(dataset, config: Config | None = None) -> Reconstruction:
-    """The run of `config.engine` on `dataset` (a `cuptycho.Dataset`), ready to `run()`."""
+def create(dataset, config: Config | None = None, comm=None) -> Reconstruction:
+    """The run of `config.engine` on `dataset` (a `cuptycho.Dataset`), ready to `run()`; with an mpi4py
+    communicator `comm` of several ranks, shared among them (`cuptycho.parallel`)."""
     config = config or Config()
     check(config)
-    return engine_class(config.engine)(dataset, config)
+    rec = engine_class(config.engine)(dataset, config)
+    rec.attach(comm)
+    return rec
 
 
-def reconstruct(dataset, config: Config | None = None) -> Result:
-    """Reconstruct `dataset` (a `cuptycho.Dataset`) with `config` (defaults: `Config()`)."""
-    return create(dataset, config).run()
+def reconstruct(dataset, config: Config | None = None, comm=None) -> Result:
+    """Reconstruct `dataset` (a `cuptycho.Dataset`) with `config` (defaults: `Config()`), on the ranks of
+    `comm` when given: a failure on one rank then ends them all (MPI Abort) rather than leaving them waiting."""
+    with parallel.abort_on_error(parallel.communicator(comm)):
+        return create(dataset, config, comm).run()

@@ -136,7 +136,7 @@ class FocusRefinement:
         z1, z2 = self.focus_distance(), self.z2
         dk = -z2 / (z1 ** 2 * self.magnification0)                       # d(M/M0)/dz1
         spread = (self.nominal[idx] - self.scan_centre) @ (np.eye(2) + self.affine).T
-        from_scan = float(np.sum(np.asarray(grads["positions"]) * spread)) * dk
+        from_scan = self.comm.sum(float(np.sum(np.asarray(grads["positions"]) * spread))) * dk   # over the ranks
         return (float(grads["z"]) + from_scan) * self.focus0
 
     def report_focus(self):

@@ -187,7 +187,7 @@ GRADIENTS = frozenset({"object", "probe", "positions", "z", "scale", "background
 
 def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
                   pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
-                  z_direction=(1.0, 0.0)):
+                  z_direction=(1.0, 0.0), n_total=None):
     """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
 
     `wanted`: the gradients to return; leaving out "positions" skips their reduction and leaving
@@ -196,6 +196,7 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     (Ny, Nx) or (J, Ny, Nx): the detector model (`likelihood.detector_likelihood`); "scale" and
     "background" gradients come back for those given (and wanted). z_direction = (dz, ds): the "z"
     gradient is the derivative along z + dz t and pixel_size (1 + ds t) (`geometry.phase_derivative`).
+    n_total: the patterns the loss averages over (default J: more when these are one rank's part of a batch).
 
     `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
     synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
@@ -216,7 +217,8 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     per_pattern = background is not None and background.ndim == 3
     dl_di = xp.empty(data.shape, data.dtype) if "background" in detector_grads and per_pattern else None
     grad_b = xp.zeros(data.shape[1:], data.dtype) if "background" in detector_grads and not per_pattern else None
-    window = {"loss": loss, "n_total": n_pos, "padding": run.padding, "shift": run.shift,
+    n_total = n_pos if n_total is None else n_total
+    window = {"loss": loss, "n_total": n_total, "padding": run.padding, "shift": run.shift,
               "intensity_scale": run.intensity_scale}
     for j0, j1 in run.chunks:
         pos = positions[j0:j1]
@@ -260,4 +262,4 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
         grads["scale"] = scale_rows.sum(axis=1)
     if "background" in detector_grads:
         grads["background"] = dl_di if per_pattern else grad_b
-    return float(loss_rows.sum()) / n_pos, grads
+    return float(loss_rows.sum()) / n_total, grads

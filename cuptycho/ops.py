@@ -32,10 +32,11 @@ def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=Non
 
 def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
              pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
-             z_direction=(1.0, 0.0)):
+             z_direction=(1.0, 0.0), n_total=None):
     """(loss, grads) of MATH.md: the `wanted` gradients of object, probe, positions, z and (when given) the
     detector model's scale per pattern and background. The "z" gradient is the derivative along
     z_direction = (dz, ds): z + dz t and the pixel size scaled by 1 + ds t (plain dL/dz by default).
+    n_total: the patterns the loss averages over (default all given; more for one rank's part of a batch).
 
     The kernels skip the position reduction and dL/dz when they are not wanted; the reference
     computes everything and returns the wanted ones."""
@@ -45,11 +46,12 @@ def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=N
                                          z_direction=z_direction)
         with stage(profile, "reference", device):
             value, grads = reference.loss_and_grad(obj, probe, positions, data, mask, loss, prop, scale=scale,
-                                                   background=background)
+                                                   background=background, n_total=n_total)
         return value, {k: v for k, v in grads.items() if k in wanted}
     return model.loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
                                wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
-                               wanted=wanted, scale=scale, background=background, z_direction=z_direction)
+                               wanted=wanted, scale=scale, background=background, z_direction=z_direction,
+                               n_total=n_total)
 
 
 def patch_fwd(device, obj, positions, patch_shape):

@@ -390,15 +390,16 @@ def forward(obj, probe, positions, propagator, scale=None, background=None):
     return out if background is None else out + background
 
 
-def loss_and_grad(obj, probe, positions, data, mask, loss, propagator, scale=None, background=None):
+def loss_and_grad(obj, probe, positions, data, mask, loss, propagator, scale=None, background=None, n_total=None):
     """Loss (1/J) sum_j sum_pixels w l(I_j, d_j) and its gradients (MATH.md backward chain).
 
     mask : (Ny, Nx) or (J, Ny, Nx) real weights, same real dtype as the fields.
     scale (J,), background (Ny, Nx) or (J, Ny, Nx): the detector model I = scale_j I_coh + background
     (`detector_likelihood`); each given one adds its gradient ("scale", "background", same shape).
+    n_total: the patterns the loss averages over (default J; more when these are a part of a larger batch).
     Returns (loss float, dict with "object", "probe", "positions" and "z" when it applies).
     """
-    n_patterns = positions.shape[0]
+    n_patterns = positions.shape[0] if n_total is None else n_total
     patches = patch_fwd(obj, positions, probe.shape[-2:])
     psi = _modulate(probe, patches)
     spectrum = propagator.spectrum(psi) if propagator.depends_on_z else None

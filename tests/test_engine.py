@@ -38,9 +38,9 @@ def test_growing_batches_are_used_and_every_pattern_is_seen(farfield, monkeypatc
     seen = []
     original = engine.Reconstruction.evaluate
 
-    def spy(self, idx, loss, profile=None, wanted=model.GRADIENTS):
+    def spy(self, idx, loss, profile=None, wanted=model.GRADIENTS, n_total=None):
         seen.append(np.array(idx))
-        return original(self, idx, loss, profile, wanted)
+        return original(self, idx, loss, profile, wanted, n_total)
 
     monkeypatch.setattr(engine.Reconstruction, "evaluate", spy)
     result = reconstruct(ds, quick(epochs=3, batch={"start": 8, "factor": 2, "every": 1}, fit_probe_scale=False))

@@ -14,7 +14,8 @@ FLOORS = [
     # ground: the standard library, devices, array-free helpers
     {"_version", "atomic", "backend", "geometry", "_build", "_nvrtc", "fft"},
     # the model's pieces: the reference (oracle), the launchers, argument checks, units, schedules
-    {"reference", "validation", "units", "schedules", "registration", "budget", "launchers", "launchers._core",
+    {"reference", "validation", "units", "schedules", "registration", "budget", "parallel", "launchers",
+     "launchers._core",
      "launchers.adam", "launchers.exitwave", "launchers.likelihood", "launchers.pie", "launchers.propagate",
      "launchers.sampling"},
     # the model on the kernels, the dispatch, and what works on arrays with them; the containers
@@ -24,7 +25,8 @@ FLOORS = [
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings"},
     # the engines
-    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "position_search"},
+    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed",
+     "position_search"},
     {"engines"},
     # runs from files, reports
     {"config", "defaults", "run", "report"},

@@ -1,0 +1,72 @@
+"""The gradient engine over several ranks (`cuptycho.parallel` says how the work is shared).
+
+A mixin of `engine.Reconstruction`: which patterns of a batch this rank evaluates, the sums across
+ranks of what a batch adds up over its patterns, and the exchange of the per-pattern parameters
+(position corrections, scales) each owner stepped, after every epoch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import parallel
+
+
+class Distributed:
+    """The engine's side of a communicator (one process: `parallel.Serial`, which changes nothing)."""
+
+    comm = parallel.Serial()
+    owner = None                           # (n,) rank owning each pattern, when attached to several ranks
+
+    def attach(self, comm):
+        """Share the work with the ranks of `comm` (an mpi4py communicator; None or one rank: alone)."""
+        comm = parallel.communicator(comm)
+        if comm.size == 1:
+            return
+        if self.cfg.engine != "gradient":
+            raise ValueError(f"the {self.cfg.engine} engine runs in one process (its updates follow each other "
+                             "position by position); under MPI use engine = 'gradient'")
+        if self.cfg.background_per_pattern and self.cfg.background.enabled:
+            raise ValueError("background_per_pattern is a map per pattern: not yet shared across MPI ranks; use one "
+                             "background map (background_per_pattern = false) or one process")
+        self.comm, self.owner = comm, parallel.partition(self.nominal, comm.size)
+
+    def own(self, idx):
+        """The patterns of `idx` this rank evaluates (all of them in one process)."""
+        return idx if self.owner is None else idx[self.owner[idx] == self.comm.rank]
+
+    def reduce(self, value, grads, mine, wanted):
+        """The batch's loss and its sums over patterns, summed across ranks; a rank that owns none of the batch
+        contributes zeros. Per-pattern gradients (positions, scales) stay this rank's rows."""
+        if self.owner is None:
+            return value, grads
+        if not len(mine):
+            value, grads = 0.0, self._zero_grads(wanted)
+        grads["object"], grads["probe"] = self.comm.sum(grads["object"]), self.comm.sum(grads["probe"])
+        if "z" in grads:
+            grads["z"] = self.comm.sum(float(grads["z"]))
+        if "background" in grads:
+            grads["background"] = self.comm.sum(grads["background"])
+        return self.comm.sum(float(value)), grads
+
+    def _zero_grads(self, wanted):
+        xp, out = self.xp, {"object": self.xp.zeros_like(self.obj), "probe": self.xp.zeros_like(self.probe),
+                            "positions": np.zeros((0, 2))}
+        if "z" in wanted and self.propagation["propagator"] != "farfield":
+            out["z"] = 0.0
+        if "scale" in wanted and self.shot_scale is not None:
+            out["scale"] = np.zeros(0)
+        if "background" in wanted and self.background is not None:
+            out["background"] = xp.zeros_like(self.background)
+        return out
+
+    def exchange_rows(self):
+        """After an epoch: every rank takes each pattern's correction and scale, and their optimiser moments,
+        from the rank that owns it (so every rank, and a checkpoint any of them writes, holds the whole state)."""
+        if self.owner is None:
+            return
+        mine = self.owner == self.comm.rank
+        rows = [self.correction] + ([self.shot_scale] if self.shot_scale is not None else [])
+        rows += [getattr(self.opt[name], k) for name in ("positions", "scale") if name in self.opt for k in "mv"]
+        for array in rows:
+            keep = mine.reshape((-1,) + (1,) * (array.ndim - 1))
+            array[...] = self.comm.sum(np.where(keep, array, 0.0))

@@ -1,0 +1,108 @@
+"""One reconstruction over several processes: the communicator the gradient engine sums through.
+
+    from mpi4py import MPI
+    result = cuptycho.reconstruct(dataset, config, comm=MPI.COMM_WORLD)     # mpirun -n R python run.py
+
+Each rank owns a spatially compact tile of the positions (`partition`: recursive bisection of the scan
+along its longer extent into R groups of equal size, so a rank's patches touch a small part of the
+object). A minibatch is drawn identically on every rank (same seed); each rank evaluates the patterns
+of the batch it owns with the loss normalised by the whole batch, and the sums over patterns (loss,
+object, probe, z, focus and [scan] gradients, a shared background) are summed across the ranks
+(`Communicator.sum`, an MPI Allreduce): every rank then takes the same step and holds the same state,
+and R ranks give the result of one process up to the order of floating-point summation. Per-pattern
+parameters (position corrections, scales) are stepped by their owner and exchanged after each epoch.
+
+GPU arrays go through host buffers (a device -> host copy, Allreduce, host -> device); the whole object
+is summed, which for production sizes is the cost to cut next (only the rows a tile touches).
+Without mpi4py or with one rank, `Serial` does nothing at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+from . import backend as backends
+
+
+class Serial:
+    """One process: sums are the values themselves."""
+    rank, size = 0, 1
+
+    def __init__(self):
+        self.bytes_summed = 0              # bytes passed to `sum` (the communication volume, for benchmarks)
+
+    def sum(self, value):
+        return value
+
+    def abort(self, code=1):
+        """End every rank (nothing to end in one process)."""
+
+
+class MPICommunicator(Serial):
+    """An mpi4py communicator: `sum` is an Allreduce of floats or arrays (NumPy or CuPy, via the host)."""
+
+    def __init__(self, comm):
+        super().__init__()
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+
+    def sum(self, value):
+        if isinstance(value, (float, int, np.floating, np.integer)):
+            self.bytes_summed += 8
+            return type(value)(self.comm.allreduce(value))
+        host = np.ascontiguousarray(backends.to_host(value))
+        out = np.empty_like(host)
+        from mpi4py import MPI
+
+        self.comm.Allreduce(host, out, op=MPI.SUM)
+        self.bytes_summed += host.nbytes
+        return out if isinstance(value, np.ndarray) else backends.to_device("cuda", out)
+
+    def abort(self, code=1):
+        self.comm.Abort(code)
+
+
+def communicator(comm=None) -> Serial:
+    """`Serial` for None or a one-rank communicator, else an `MPICommunicator` around the mpi4py one."""
+    if comm is None or isinstance(comm, Serial):
+        return comm or Serial()
+    if comm.Get_size() == 1:
+        return Serial()
+    return MPICommunicator(comm)
+
+
+def partition(positions, parts: int) -> np.ndarray:
+    """The owner (0 .. parts-1) of each position: recursive bisection along the longer extent of each group
+    into tiles of equal count (+-1), so each tile's patches cover a compact part of the object."""
+    positions = np.asarray(positions, dtype=np.float64)
+    owner = np.zeros(len(positions), dtype=np.int64)
+
+    def split(idx, first, count):
+        if count == 1 or len(idx) == 0:
+            owner[idx] = first
+            return
+        pts = positions[idx]
+        axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+        order = idx[np.argsort(pts[:, axis], kind="stable")]
+        left = count // 2
+        cut = int(round(len(order) * left / count))
+        split(order[:cut], first, left)
+        split(order[cut:], first + left, count - left)
+
+    split(np.arange(len(positions)), 0, int(parts))
+    return owner
+
+
+@contextlib.contextmanager
+def abort_on_error(comm: Serial):
+    """Run the block; an exception on one rank is printed and ends every rank (MPI Abort), so the others do not
+    wait for it in their next sum."""
+    try:
+        yield
+    except BaseException as err:
+        if comm.size > 1:
+            print(f"cuptycho: rank {comm.rank} of {comm.size} failed: {type(err).__name__}: {err}", file=sys.stderr,
+                  flush=True)
+            comm.abort(1)
+        raise

@@ -1,0 +1,58 @@
+"""A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
+
+MODE: "run" (the whole run), "resume" (stopped after epoch 3, checkpointed by rank 0, loaded by every rank
+and finished), "raise" (rank 1 fails at its second epoch). Rank 0 writes OUT (.npz: object, probe, positions,
+loss, the bytes this rank summed, the ranks).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+from cuptycho import Config, Group, checkpoint, create, simulate
+
+
+def job_config(**kw):
+    return Config(**{**dict(epochs=6, batch=8, backend="cpu", dtype="complex128", seed=3, object=Group(lr=0.1),
+                            probe=Group(enabled=True, lr=0.02), positions=Group(enabled=True, lr=0.1, start_epoch=2),
+                            scan=Group(enabled=True, lr=1e-3), metrics_every=3), **kw})
+
+
+def job_dataset():
+    exp = simulate.preset("small_farfield", seed=1, position_error=2.0)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    return ds
+
+
+def main(mode, out):
+    comm = MPI.COMM_WORLD
+    ds = job_dataset()
+    if mode == "raise":
+        def fail(rec):
+            if comm.Get_rank() == 1 and rec["epoch"] == 1:
+                raise RuntimeError("rank 1 fails on purpose")
+        cfg = job_config(epochs=50, progress=fail)
+    else:
+        cfg = job_config()
+    from cuptycho import parallel
+    with parallel.abort_on_error(parallel.communicator(comm)):
+        rec = create(ds, cfg, comm=comm)
+        if mode == "resume":
+            rec.run(until=3)
+            path = out + ".ckpt.npz"
+            if comm.Get_rank() == 0:
+                checkpoint.save(rec.state_dict(), path)
+            comm.Barrier()
+            rec = create(ds, cfg, comm=comm)
+            rec.load_state_dict(checkpoint.load(path))
+        result = rec.run()
+    if comm.Get_rank() == 0:
+        np.savez(out, object=result.object, probe=result.probe, positions=result.positions, loss=result.loss,
+                 bytes_summed=rec.comm.bytes_summed, ranks=comm.Get_size())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
