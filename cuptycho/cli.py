@@ -267,25 +267,32 @@ def warmup_cmd(args) -> int:
 
 def reconstruct_cmd(args) -> int:
     from . import config as C
+    from . import parallel
     from .run import ResumableRun, WriteFailed
 
     overrides = dict(C.parse_assignment(text) for text in args.set or ())
     for key in ("epochs", "backend", "engine"):           # the shortcuts for the commonest --set keys
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    run = ResumableRun(args.data, config=args.config, overrides=overrides, resume=args.resume, output=args.output,
-                       checkpoint_every=args.checkpoint_every, force=args.force, note=_say)
-    _say(run.describe())
-    progress = _Progress(args.progress, run.config.epochs, run.start)
-    try:
+    comm = parallel.from_environment()         # started by mpiexec with several ranks: one run over them all
+    with parallel.abort_on_error(comm):
+        run = ResumableRun(args.data, config=args.config, overrides=overrides, resume=args.resume,
+                           output=args.output, checkpoint_every=args.checkpoint_every, force=args.force, note=_say,
+                           comm=comm)
+        if not run.lead:                       # the other ranks compute; rank 0 speaks and writes
+            run.execute(None)
+            return 0
+        _say(run.describe())
+        progress = _Progress(args.progress, run.config.epochs, run.start)
         try:
-            outcome = run.execute(progress)
-        finally:
-            progress.close()
-    except WriteFailed as err:                 # the state is saved (or why not is said): never a plain exit 2
-        for line in err.lines():
-            _say(line)
-        return EXIT_IOERR
+            try:
+                outcome = run.execute(progress)
+            finally:
+                progress.close()
+        except WriteFailed as err:             # the state is saved (or why not is said): never a plain exit 2
+            for line in err.lines():
+                _say(line)
+            return EXIT_IOERR
     rec = outcome.reconstruction
     if outcome.result is None:                 # stopped by a signal: checkpoint written, say how to resume
         name = signal.Signals(outcome.stopped_by).name

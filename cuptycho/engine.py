@@ -547,7 +547,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
                       scan_matrix=np.eye(2) + self.affine if "scan" in self.opt else None,
                       excluded_positions=np.flatnonzero(self.excluded), background=detector.get("background"),
                       scale=detector.get("shot_scale"), focus_distance=self.focus_distance(),
-                      pixel_size=self.focus_geometry()["pixel_size"] if self.focus_enabled() else None)
+                      pixel_size=self.focus_geometry()["pixel_size"] if self.focus_enabled() else None,
+                      mpi_ranks=self.comm.size)
 
     def adapt_tv(self, data_loss):
         """Reset the TV weight to keep `ratio` x (data loss) / (unweighted TV) (DAP's adaptive TV)."""

@@ -19,6 +19,7 @@ Without mpi4py or with one rank, `Serial` does nothing at all.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 import numpy as np
@@ -70,6 +71,20 @@ def communicator(comm=None) -> Serial:
     if comm.Get_size() == 1:
         return Serial()
     return MPICommunicator(comm)
+
+
+def from_environment() -> Serial:
+    """The world communicator when this process was started by mpiexec / mpirun with several ranks (MPICH's
+    PMI_SIZE, Open MPI's OMPI_COMM_WORLD_SIZE), else `Serial`; ImportError naming mpi4py when it is missing."""
+    size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
+    if int(size) <= 1:
+        return Serial()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError(f"started as one of {size} MPI ranks but mpi4py is not installed: pip install mpi4py "
+                          "(and mpich where no MPI is installed), or run without mpiexec") from None
+    return communicator(MPI.COMM_WORLD)
 
 
 def partition(positions, parts: int) -> np.ndarray:

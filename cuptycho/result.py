@@ -30,6 +30,7 @@ class Result:
     # refined (the dataset's hold)
     focus_distance: float | None = None
     pixel_size: tuple | None = None
+    mpi_ranks: int = 1                       # the processes the run was shared among (cuptycho.parallel)
 
     @property
     def loss(self):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import atomic, checkpoint, config as C, defaults, engines, io, units
+from . import atomic, checkpoint, config as C, defaults, engines, io, parallel, units
 from .settings import GROUPS
 
 RESUME_FREE = {"epochs", "backend", "profile", "metrics_every"}      # may differ when resuming
@@ -183,8 +183,11 @@ class ResumableRun:
     """
 
     def __init__(self, data=None, *, config=None, overrides=None, resume=None, output=None, checkpoint_every=None,
-                 force=False, note: Callable[[str], None] = lambda line: None):
-        self.force, self.note = force, note
+                 force=False, note: Callable[[str], None] = lambda line: None, comm=None):
+        # several MPI ranks (cuptycho.parallel): every rank runs, rank 0 alone writes and speaks
+        self.comm = parallel.communicator(comm)
+        self.lead = self.comm.rank == 0
+        self.force, self.note = force, (note if self.lead else (lambda line: None))
         run = self._configuration(config, overrides or {}, resume)
         self.data = os.fspath(data or run.data.get("path") or (self.saved or {}).get("data") or "")
         if not self.data:
@@ -276,7 +279,7 @@ class ResumableRun:
                 cfg.probe = dataclasses.replace(cfg.probe, enabled=True)
             self.note("note: the data file has no probe guess: the probe starts from the data's mean pattern "
                       "(init_probe = \"data\") and is refined ([probe] enabled = true)")
-        self.rec = rec = engines.create(ds, cfg)
+        self.rec = rec = engines.create(ds, cfg, comm=None if self.comm.size == 1 else self.comm)
         self.config = rec.cfg
         data = os.fspath(Path(self.data).resolve())
         self.effective = C.to_dict(dataclasses.replace(rec.cfg, backend=rec.device, progress=None),
@@ -319,6 +322,8 @@ class ResumableRun:
                           for e in rec.events if e.get("event") == "probe_scale" and self.state is None))
 
     def save_checkpoint(self, path=None):
+        if not self.lead:                         # every rank holds the same state; rank 0 writes it
+            return
         state = self.rec.state_dict()
         state["cli"] = {"config": self.effective, "data": os.fspath(Path(self.data).resolve()),
                         "output": os.fspath(self.output)}
@@ -374,7 +379,9 @@ class ResumableRun:
         rec, cfg = self.rec, self.config
         cfg.progress = progress
         t0 = time.perf_counter()
-        stop = StopOnSignal(rec) if handle_signals else None
+        # under MPI a signal ends the job as mpiexec does (the ranks could not agree on the epoch to stop at);
+        # the periodic checkpoints remain
+        stop = StopOnSignal(rec) if handle_signals and self.comm.size == 1 else None
         hold = stop.hold if stop is not None else contextlib.nullcontext
         saved = self.checkpoint
         with stop if stop is not None else contextlib.nullcontext():
@@ -394,8 +401,9 @@ class ResumableRun:
                 if rec.epoch >= cfg.epochs or rec.finished:
                     result = rec.result()
                     try:
-                        io.write_result(self.output, result, self.dataset, config=self.effective,
-                                        overwrite=self.force)
+                        if self.lead:
+                            io.write_result(self.output, result, self.dataset, config=self.effective,
+                                            overwrite=self.force)
                     except Exception as err:     # noqa: BLE001 - a full disk, EIO, a file that appeared, ...
                         raise self._fail("result", self.output, err, result) from err
                     if self.every or self.resuming_here:   # the checkpoint follows the result (--resume --epochs)

@@ -85,3 +85,26 @@ def test_a_failing_rank_ends_the_job_within_seconds(tmp_path):
     assert proc.returncode != 0 and not (tmp_path / "never.npz").exists()
     assert "rank 1 of 2 failed: RuntimeError: rank 1 fails on purpose" in proc.stderr
     assert seconds < 60, seconds      # without the abort rank 0 would wait in its next sum until the timeout
+
+
+@needs_mpi
+def test_the_command_line_under_mpiexec_writes_one_result_that_records_the_ranks(tmp_path):
+    """`mpiexec -n 2 cuptycho reconstruct`: rank 0 alone speaks and writes; the result equals the one-process
+    run's and its /entry_1/cuptycho attribute mpi_ranks says 2 (1 without MPI)."""
+    from cuptycho import cli, io
+
+    sim = tmp_path / "sim.cxi"
+    assert cli.main(["simulate", "small_farfield", "--seed", "1", "-o", str(sim)]) == 0
+    args = ["reconstruct", str(sim), "--epochs", "4", "--backend", "cpu", "--set", 'dtype="complex128"',
+            "--progress", "log", "--checkpoint-every", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "cuptycho", *args, "-o", str(tmp_path / "two.cxi")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("defaults for measured data") == 1            # said once, by rank 0
+    assert cli.main([*args, "-o", str(tmp_path / "one.cxi")]) == 0
+    two, one = io.read_result(tmp_path / "two.cxi"), io.read_result(tmp_path / "one.cxi")
+    assert two.mpi_ranks == 2 and one.mpi_ranks == 1
+    np.testing.assert_allclose(two.object, one.object, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(two.positions, one.positions, rtol=0, atol=1e-8)
+    assert (tmp_path / "two.ckpt.npz").exists()

@@ -114,6 +114,7 @@ def write_result(path, result, dataset: Dataset | None = None, *, config=None, o
         write_str(e.require_group("sample_1"), "name", title)
         g = e.create_group(GROUP)
         g.attrs["format"] = FORMAT
+        g.attrs["mpi_ranks"] = int(_attr(result, "mpi_ranks", 1) or 1)     # how it was made: processes shared
         # lengths in metres need the sample pixel size; without it every length above is in object pixels
         g.attrs["length_units"] = "m" if pixel is not None else "pixel"
         if pixel is None:
@@ -223,6 +224,7 @@ def read_result(path):
                 "background": g["background"][()] if "background" in g else None,
                 "scale": g["scale"][()] if "scale" in g else None,
                 "focus_distance": float(g["focus_distance"][()]) if "focus_distance" in g else None,
+                "mpi_ranks": int(g.attrs.get("mpi_ranks", 1)),
                 "pixel_size": tuple(g["pixel_size"][()]) if "focus_distance" in g and "pixel_size" in g else None,
             }
         except (KeyError, OSError, ValueError) as err:
