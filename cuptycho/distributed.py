@@ -66,7 +66,8 @@ class Distributed:
             return
         mine = self.owner == self.comm.rank
         rows = [self.correction] + ([self.shot_scale] if self.shot_scale is not None else [])
-        rows += [getattr(self.opt[name], k) for name in ("positions", "scale") if name in self.opt for k in "mv"]
+        rows += [getattr(self.opt[name], k) for name in ("positions", "scale")
+                 if name in self.opt and getattr(self.cfg, name).enabled for k in "mv"]
         for array in rows:
             keep = mine.reshape((-1,) + (1,) * (array.ndim - 1))
             array[...] = self.comm.sum(np.where(keep, array, 0.0))
