@@ -5,7 +5,7 @@ communication, and a projection of the efficiency on 8 GPUs for a production cas
     python benchmarks/bench_mpi.py --ranks 1 2 --epochs 5 --bandwidth 25e9
 
 Each R runs `mpiexec -n R python benchmarks/bench_mpi.py --worker ...`: a simulated far-field scan (the
-`small_farfield` preset with a 14 x 14 raster: 196 patterns of 64 x 64, complex64), batch 32, object and
+`small_farfield` preset, a 14 x 14 raster: 196 patterns of 64 x 64, complex64), batch 32, object and
 probe refined, OMP_NUM_THREADS = 1 per rank. Ranks beyond the machine's cores are marked oversubscribed:
 their seconds say nothing about scaling, only that the run is right.
 
@@ -33,8 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 N_PATTERNS_SIDE, PATCH, BATCH = 14, 64, 32
 
@@ -79,7 +77,8 @@ def projection(one_rank_epoch_seconds, patterns, bandwidth, gpu_speedup, ranks=8
     message = model_bytes((1, obj, obj), (modes, n, n), 8)
     comm = 2 * (ranks - 1) / ranks * message / bandwidth
     return {"compute_step_s": step, "bytes_per_step": message, "comm_step_s": comm,
-            "efficiency": (step / ranks) / (step / ranks + comm), "epoch_s": math.ceil(total / batch) * (step / ranks + comm)}
+            "efficiency": (step / ranks) / (step / ranks + comm),
+            "epoch_s": math.ceil(total / batch) * (step / ranks + comm)}
 
 
 def main():
