@@ -12,8 +12,9 @@ their seconds say nothing about scaling, only that the run is right.
 Communication model (`cuptycho.parallel`): per minibatch step every rank allreduces the object gradient
 (Mo H W complex), the probe gradient (K Ny Nx complex) and the loss (8 bytes; near field also dL/dz),
 so bytes per step = itemsize x (Mo H W + K Ny Nx) + 8, whatever R; after each epoch the position corrections
-(16 bytes a pattern; with [positions] refined their Adam moments too) are exchanged once. A ring allreduce moves 2 (R-1)/R of that
-through each rank's link, so a step's communication takes 2 (R-1)/R x bytes / bandwidth.
+(16 bytes a pattern; with [positions] refined their Adam moments too) are exchanged once. A ring
+allreduce moves 2 (R-1)/R of that through each rank's link, so a step's communication takes
+2 (R-1)/R x bytes / bandwidth.
 
 Projection: the production case (10,000 patterns of 256 x 256, 3 probe modes, a 4096 x 4096 object,
 complex64, batch 256 -> 40 steps an epoch) on R GPUs: compute time per step = the measured one-rank compute
