@@ -10,7 +10,7 @@ A new engine subclasses `engine.Reconstruction` (overriding `step` and the loop'
 """
 from __future__ import annotations
 
-from . import parallel
+from . import backend, parallel
 from .engine import Reconstruction
 from .result import Result
 from .pie import PIEReconstruction
@@ -37,6 +37,9 @@ def create(dataset, config: Config | None = None, comm=None) -> Reconstruction:
     communicator `comm` of several ranks, shared among them (`cuptycho.parallel`)."""
     config = config or Config()
     check(config)
+    comm = parallel.communicator(comm)
+    if comm.size > 1 and backend.resolve(config.backend) == "cuda":
+        parallel.select_gpu(comm)              # one GPU per rank of a node, before the engine allocates
     rec = engine_class(config.engine)(dataset, config)
     rec.attach(comm)
     return rec

@@ -87,6 +87,21 @@ def from_environment() -> Serial:
     return communicator(MPI.COMM_WORLD)
 
 
+def select_gpu(comm: Serial):
+    """One GPU per rank: the ranks of a node (MPI's shared-memory split) take its visible devices in turn, before
+    any array is made. Returns the device number chosen (None in one process or without CuPy)."""
+    if comm.size == 1 or not isinstance(comm, MPICommunicator):
+        return None
+    from mpi4py import MPI
+
+    cupy = backends.cupy_module()
+    local = comm.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    device = local.Get_rank() % cupy.cuda.runtime.getDeviceCount()
+    local.Free()
+    cupy.cuda.Device(device).use()
+    return device
+
+
 def partition(positions, parts: int) -> np.ndarray:
     """The owner (0 .. parts-1) of each position: recursive bisection along the longer extent of each group
     into tiles of equal count (+-1), so each tile's patches cover a compact part of the object."""

@@ -108,3 +108,44 @@ def test_the_command_line_under_mpiexec_writes_one_result_that_records_the_ranks
     np.testing.assert_allclose(two.object, one.object, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(two.positions, one.positions, rtol=0, atol=1e-8)
     assert (tmp_path / "two.ckpt.npz").exists()
+
+
+def test_each_rank_of_a_node_takes_its_own_gpu(monkeypatch):
+    """select_gpu: the node-local rank picks the device (local rank modulo the visible devices), before any
+    array exists; checked with stand-ins for the communicator and CuPy (no GPU here)."""
+    pytest.importorskip("mpi4py")
+    used = []
+
+    class Local:
+        def Get_rank(self):
+            return 3
+
+        def Free(self):
+            used.append("freed")
+
+    class World:
+        def Get_rank(self):
+            return 7
+
+        def Get_size(self):
+            return 8
+
+        def Split_type(self, kind):
+            return Local()
+
+    class Device:
+        def __init__(self, n):
+            self.n = n
+
+        def use(self):
+            used.append(self.n)
+
+    class Runtime:
+        @staticmethod
+        def getDeviceCount():
+            return 2
+
+    fake_cupy = type("FakeCupy", (), {"cuda": type("FakeCuda", (), {"runtime": Runtime, "Device": Device})})
+    monkeypatch.setattr(parallel.backends, "cupy_module", lambda: fake_cupy)
+    assert parallel.select_gpu(parallel.communicator(World())) == 1 and used == ["freed", 1]
+    assert parallel.select_gpu(parallel.Serial()) is None
