@@ -193,9 +193,9 @@ def test_petra_detector_model_lowers_the_loss_and_finds_the_background():
 
 def test_petra_command_line_defaults_match_the_best_tuned_reconstruction():
     """Acceptance (defaults for measured data): the command line's defaults (`cuptycho.defaults`, nothing
-    given but the geometry) against the best tuned reconstruction (the same schedule run 300 epochs with the
-    detector model): phase correlation 0.9938 and amplitude correlation 0.949 over the well-lit object, in
-    9.4 s against its 17.5 s (benchmarks/experiments/defaults.py; before them: 0.809 and 0.527)."""
+    given but the geometry) against the best tuned reconstruction (the same schedule, detector model included,
+    run to 300 epochs): phase correlation 0.9999 and amplitude correlation 0.999 over the well-lit object, in
+    9.0 s against its 17.5 s (benchmarks/experiments/defaults.py; before them: 0.809 and 0.527)."""
     from cuptycho import defaults
 
     ds = load_petra()
@@ -217,9 +217,9 @@ def test_petra_command_line_defaults_match_the_best_tuned_reconstruction():
 # --------------------------------------------------------------------------- Velociprobe far field
 
 def test_velociprobe_siemens_star_command_line_defaults_beat_the_plain_ones():
-    """The command line's defaults on the star (the file's probe guess): the loss per pixel 0.303 against 3.26
+    """The command line's defaults on the star (the file's probe guess): the loss per pixel 0.215 against 3.26
     with the plain defaults (100 full-batch epochs at lr 0.01, object only); the half-scans' FRC resolution
-    goes from 182 px to 1.7 px (benchmarks/experiments/defaults.py --part star). 29 s and 11 s on 2 cores."""
+    goes from 182 px to 1.53 px (benchmarks/experiments/defaults.py --part star). 27 s and 10 s on 2 cores."""
     from cuptycho import defaults
 
     ds = cio.load(_require(STAR))
