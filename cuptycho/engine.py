@@ -104,11 +104,11 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         self.propagation = {"propagator": dataset.propagator, **validation.propagation(
             dataset.propagator, dataset.z if dataset.propagator != "farfield" else None, dataset.wavelength,
             dataset.pixel_size, dataset.padding)}
+        self.history, self.events, self.timings = [], [], {}
         self._init_focus()
         self.loss_plan = loss_plan(config.loss)
         self.loss_scale = 1.0
         self.scaled_for = self.loss_name(0)          # the loss loss_scale was set for (switch_loss)
-        self.history, self.events, self.timings = [], [], {}
         self.epoch, self.finished, self.stop_requested = 0, False, False
         self.best, self.stale, self.divergences = math.inf, 0, 0
         # divergence watch: the loss's definition, its loss there and the lowest since (run); the

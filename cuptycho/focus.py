@@ -68,6 +68,9 @@ class FocusRefinement:
                              "the dataset needs geometry_kind 'nearfield', a focus_distance and a detector_distance "
                              "(e.g. io.load(..., geometry_kind='nearfield', focus_distance=...))")
         self.focus0, self.z2 = float(ds.focus_distance), float(ds.detector_distance)
+        if any(self.obj_pad):                             # the result's object is larger than the dataset's: said
+            self.events.append({"epoch": 0, "event": "object_padded", "pixels": list(self.obj_pad),
+                                "reason": "room for the scan to grow as [focus] refines z1"})
         self.magnification0 = self._magnification(self.focus0)
         self.pixel0 = np.asarray(self.propagation["pixel_size"], dtype=np.float64) * self.magnification0
 

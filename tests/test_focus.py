@@ -75,6 +75,8 @@ def test_a_focus_distance_30_percent_off_is_recovered(exp, factor):
     np.testing.assert_allclose(result.pixel_size, DETECTOR_PIXEL / m, rtol=0.006)
     assert result.z == pytest.approx(Z2 / m, rel=0.006)
     assert any(e["event"] == "focus_distance" for e in result.events)     # it moved far: said
+    padded = [e for e in result.events if e["event"] == "object_padded"][0]["pixels"]
+    assert result.object.shape[1:] == tuple(n + 2 * p for n, p in zip(dataset(exp, factor).obj_shape, padded))
 
 
 def test_the_focus_search_lands_in_the_right_basin(exp):
