@@ -128,6 +128,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         self.opt = {name: Adam(p, getattr(config, name), "numpy" if name in self.HOST_GROUPS else self.device,
                                unit=units.get(name, 1.0))
                     for name, p in self._groups().items()}
+        ops.release_buffers()                 # the set-up's full-batch buffers are not the run's: not kept
 
     # ---- initial guesses
     def _initial_object(self):
@@ -514,6 +515,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
             self._report_excluded()
         if self.finished or self.epoch >= cfg.epochs:
             self.report_focus()
+            ops.release_buffers()
         self.timings["total"] = self.timings.get("total", 0.0) + time.perf_counter() - t_start
         return self.result()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 
 import numpy as np
@@ -82,6 +83,19 @@ def _make_scratch(device, gpu, shape, dtype):
 
 
 _device_scratch = fft.BufferCache(_make_scratch, lambda a: a.nbytes, fft.CACHE_BYTES)
+
+
+def release_buffers():
+    """Free the cached FFT plans, scratch buffers and transfer functions (every device), and on a GPU return
+    CuPy's pooled blocks to the driver: the engine calls it after its set-up (whose full-batch forward would
+    otherwise pin its largest buffers for the whole run) and when a run ends. The next evaluation makes
+    what it needs again (FFTW's plans from the stored wisdom)."""
+    fft._plan.cache_clear()
+    _device_scratch.cache_clear()
+    _device_transfer.cache_clear()
+    cupy = backends.cupy_module() if "cupy" in sys.modules else None      # a process that never used CuPy: none
+    if cupy is not None:
+        cupy.get_default_memory_pool().free_all_blocks()
 
 
 @functools.cache

@@ -13,9 +13,9 @@ from . import model, reference
 from .launchers import adam as adam_kernel
 from .launchers import pie as pie_kernel
 from .launchers import sampling
-from .model import GRADIENTS, stage
+from .model import GRADIENTS, release_buffers, stage
 
-__all__ = ["GRADIENTS", "stage", "forward", "evaluate", "patch_fwd", "patch_adj", "pie_update", "adam_step",
+__all__ = ["GRADIENTS", "stage", "release_buffers", "forward", "evaluate", "patch_fwd", "patch_adj", "pie_update", "adam_step",
            "adam_state"]
 
 

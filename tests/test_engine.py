@@ -376,3 +376,20 @@ def test_a_rough_probe_guess_that_is_never_refined_is_warned_about(farfield):
         warnings.simplefilter("error")
         engine.Reconstruction(ds, quick(epochs=0, init_probe="data", probe=Group(enabled=True)))
         engine.Reconstruction(ds, quick(epochs=0, init_probe="dataset"))      # the user's probe, kept on purpose
+
+
+def test_buffers_are_released_after_the_set_up_and_when_the_run_ends():
+    """The set-up's full-batch forward (probe scale fit) and a finished run leave no FFT plan, scratch buffer
+    or transfer function cached; between the segments of a run (run(until=...)) they stay for reuse."""
+    from cuptycho import fft
+
+    exp = simulate.preset("small_nearfield", seed=1)
+    ds = exp.dataset()
+    ds.probe = exp.probe
+    rec = engine.Reconstruction(ds, Config(epochs=3, batch=8, backend="cpu"))
+    cached = (lambda: (fft._plan.bytes, model._device_scratch.bytes, model._device_transfer.cache_info().currsize))
+    assert cached() == (0, 0, 0)
+    rec.run(until=1)
+    assert all(n > 0 for n in cached())
+    rec.run()
+    assert cached() == (0, 0, 0)
