@@ -32,6 +32,11 @@ def _asarray(arr):
     return xp, xp.asarray(arr)
 
 
+def _real_numbers(arr) -> bool:
+    """True for integer or floating arrays (not bool, complex or object)."""
+    return arr.dtype != bool and (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer))
+
+
 def _finite(name, arr):
     xp = array_module(arr)
     if not bool(xp.all(xp.isfinite(arr))):
@@ -65,7 +70,7 @@ def complex_image(name, arr):
 def positions(arr, patch_shape, obj_shape):
     """(J, 2) float64 positions on the host whose bilinear taps all lie inside the object."""
     arr = to_host(arr)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if not _real_numbers(arr):
         raise ValueError(f"positions must be real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
         raise ValueError(f"positions must have shape (J, 2) with (y, x) per row, got {arr.shape}")
@@ -88,7 +93,7 @@ def positions(arr, patch_shape, obj_shape):
 def data(arr, n_patterns, patch_shape, real):
     """Measured intensities (J, Ny, Nx), finite and non-negative, cast to the field precision."""
     xp, arr = _asarray(arr)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if not _real_numbers(arr):
         raise ValueError(f"data must be real intensities, got dtype {arr.dtype}")
     expected = (n_patterns, *patch_shape)
     if arr.shape != expected:
@@ -106,7 +111,7 @@ def mask(arr, n_patterns, patch_shape, real):
     if arr is None:
         return None
     xp, arr = _asarray(arr)
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if not (arr.dtype == bool or _real_numbers(arr)):
         raise ValueError(f"mask must be boolean or real weights, got dtype {arr.dtype}")
     if arr.shape not in (tuple(patch_shape), (n_patterns, *patch_shape)):
         raise ValueError(f"mask must have shape {tuple(patch_shape)} or {(n_patterns, *patch_shape)}, got {arr.shape}")
@@ -122,7 +127,7 @@ def detector_scale(arr, n_patterns, real):
     if arr is None:
         return None
     xp, arr = _asarray(arr)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if not _real_numbers(arr):
         raise ValueError(f"scale must be real (one intensity factor per pattern), got dtype {arr.dtype}")
     if arr.shape != (n_patterns,):
         raise ValueError(f"scale must have shape {(n_patterns,)} (one factor per pattern), got {arr.shape}")
@@ -137,7 +142,7 @@ def background(arr, n_patterns, patch_shape, real):
     if arr is None:
         return None
     xp, arr = _asarray(arr)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if not _real_numbers(arr):
         raise ValueError(f"background must be real intensities, got dtype {arr.dtype}")
     if arr.shape not in (tuple(patch_shape), (n_patterns, *patch_shape)):
         raise ValueError(f"background must have shape {tuple(patch_shape)} or {(n_patterns, *patch_shape)}, "
