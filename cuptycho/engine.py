@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, initial, metrics, ops,
+from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, guesses, metrics, ops,
                position_search, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
@@ -33,11 +33,10 @@ from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, Posit
                        loss_plan, table)
 
 
-FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the initial probe-scale fit
 
 # --------------------------------------------------------------------------- the engine
 
-class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.DetectorModel,
+class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.StartingGuesses, detector.DetectorModel,
                      focus.FocusRefinement, distributed.Distributed):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
@@ -95,8 +94,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
         # change of the scan's scale, rotation and shear about its centre) is refined with [scan]
         self.affine, self.scan_centre = np.zeros((2, 2)), self.nominal.mean(axis=0)
         self.excluded = np.zeros(n, dtype=bool)     # patterns left out of the loss ([position_search] exclude)
-        self.obj = dev(self._initial_object())
         self.probe = dev(self._initial_probe())
+        self.obj = dev(self._initial_object())        # after the probe: init_object "data" weighs by its power
         self.z0 = dataset.z
         self.z_rel = np.ones(1)                                                        # z = z0 * z_rel
         self._init_detector()
@@ -129,49 +128,6 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, detector.
                                unit=units.get(name, 1.0))
                     for name, p in self._groups().items()}
         ops.release_buffers()                 # the set-up's full-batch buffers are not the run's: not kept
-
-    # ---- initial guesses
-    def _initial_object(self):
-        return initial.object_ones(self.obj_shape, self.cfg.n_object_modes, self.dtype, seed=self.cfg.seed)
-
-    def _initial_probe(self):
-        spec, ds = self.cfg.init_probe, self.ds
-        if isinstance(spec, dict) and set(spec) == {"aperture"}:
-            return initial.probe_aperture(ds.patch_shape, spec["aperture"], self.cfg.n_probe_modes or 1,
-                                          seed=self.cfg.seed, dtype=self.dtype)
-        if spec == "data":
-            return initial.probe_from_data(ds.data, self.cfg.n_probe_modes or 1, mask=ds.mask, seed=self.cfg.seed,
-                                           dtype=self.dtype, **ds.forward_kwargs())
-        if spec != "dataset":
-            raise ValueError(f"init_probe must be 'dataset', 'data' or {{'aperture': radius_px}}, got {spec!r}")
-        if ds.probe is None:
-            raise ValueError("init_probe='dataset' but the dataset has no probe guess: set Dataset.probe or use "
-                             "init_probe='data'")
-        probe = np.asarray(ds.probe, dtype=self.dtype)
-        probe = probe[None] if probe.ndim == 2 else probe
-        wanted = self.cfg.n_probe_modes
-        if wanted and wanted > probe.shape[0]:
-            probe = initial.add_modes(probe, wanted, seed=self.cfg.seed)
-        return np.ascontiguousarray(probe)
-
-    def _fit_probe_scale(self):
-        """Scale the probe so the first predicted intensities match the data (least squares); for a probe the
-        user gave, the factor is an event ("probe_scale"), so it is never rescaled without a word."""
-        n, ny, nx = self.data.shape
-        step = max(1, FIT_CHUNK_BYTES // (ny * nx * self.real.itemsize))   # a chunk's intensities, not all
-        numerator = denominator = 0.0
-        for start in range(0, n, step):
-            idx = np.arange(start, min(start + step, n))
-            data, mask = self.batch_data(idx)
-            intensity = ops.forward(self.device, self.obj, self.probe,
-                                    backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
-            a, b = initial.scale_sums(intensity, data, mask)
-            numerator, denominator = numerator + a, denominator + b
-        before = float(self.xp.linalg.norm(self.probe))
-        self.probe = initial.scaled_by(self.probe, numerator, denominator)
-        if self.cfg.init_probe == "dataset":     # a probe the user gave; a guess of our own is ours to scale
-            factor = float(self.xp.linalg.norm(self.probe)) / before
-            self.events.append({"epoch": 0, "event": "probe_scale", "factor": factor, "probe": "given"})
 
     def _regularisers(self):
         regs, tv = {}, self.tv

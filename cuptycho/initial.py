@@ -10,6 +10,8 @@ gets the same guess.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
+import scipy.sparse.linalg
 
 from . import geometry, probes, validation
 from .api import forward
@@ -17,8 +19,8 @@ from .backend import array_module
 from .constraints import orthogonalize_modes
 from .validation import complex_dtype, integer, integer_pair, real_number, seed_sequence
 
-__all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "fit_probe_scale", "scaled_to_data",
-           "scale_sums", "scaled_by",
+__all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "object_from_data", "fit_probe_scale",
+           "scaled_to_data", "scale_sums", "scaled_by",
            "MODE_POWER"]
 
 # Default share of the total power given to the extra probe modes together.
@@ -300,6 +302,185 @@ def object_ones(shape, n_modes=1, dtype=np.complex64, *, seed=0):
     if n_modes > 1:
         obj[1:] = 1e-2 * _random_complex(seed, (n_modes - 1, *shape))
     return obj.astype(dtype)
+
+
+# Patterns whose first moments are formed at once (bounds the host memory of object_from_data).
+MOMENT_CHUNK_BYTES = 1 << 26
+# Smoothness weight of object_from_data's least squares, relative to the data term: it decides the
+# detail finer than the probe (which the moments cannot resolve) and fills the unlit pixels.
+SMOOTHING = 1e-2
+# Conjugate-gradient iterations of each least-squares solve (they converge in tens).
+SOLVER_ITERATIONS = 100
+
+
+# Long for its docstring (what the moments measure); the steps are the helpers below.
+def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None, dtype=np.complex64, seed=0):
+    """A far-field starting object from the data's own first moments (differential phase contrast).
+
+    The first moments of a far-field pattern are the Patterson function (the exit wave's
+    autocorrelation) and its slope at the origin, and they measure the object directly, for any
+    probe P (exactly for the phase; the amplitude's own contrast is a second-order term there):
+
+    - the counts T_j are the |P|^2-weighted mean of the object's power |O|^2 over the patch of
+      position j, relative to the open areas' counts (the 99th percentile of the T_j);
+    - the centre of mass c_j (detector pixels, zero frequency at (Ny//2, Nx//2)) gives the
+      |P|^2-weighted mean of the object's phase gradient: 2 pi (c_j - c_ref) / (Ny, Nx) rad per
+      pixel, c_ref the median c_j (the probe's own tilt, and a scan-wide phase ramp, cannot be told
+      apart from it; a ramp is no loss).
+
+    |O|^2 and the phase are the fields whose weighted patch means best fit these, in least squares
+    with a small smoothness penalty (`SMOOTHING`; conjugate gradients, the patch means as FFT
+    correlations with |P|^2 at the rounded positions). The result resolves what the probe does:
+    the large-scale phase and absorption that the gradient engine is slowest to find. A phase slope
+    beyond pi per pixel is aliased in the patterns and cannot be read.
+
+    Parameters
+    ----------
+    data : (J, Ny, Nx) real >= 0, NumPy
+        Far-field patterns, centred.
+    positions : (J, 2) float
+        Top-left corners of the patches in object pixels.
+    probe : (K, Ny, Nx) or (Ny, Nx) complex
+        The starting probe: only its power summed over the modes is used.
+    obj_shape : (2,) int
+    n_modes : int >= 1
+        Extra object modes are small seeded perturbations, as in `object_ones`.
+    mask : (Ny, Nx) or (J, Ny, Nx) weights >= 0, optional
+        Pixels without data take the mean pattern's value there, so they move no centre of mass.
+    dtype : complex64 or complex128
+    seed : int >= 0
+
+    Returns
+    -------
+    obj : (n_modes, H, W) dtype, NumPy
+    """
+    d = np.asarray(data)
+    if d.ndim != 3 or 0 in d.shape:
+        raise ValueError(f"data must have shape (J, Ny, Nx), got {d.shape}")
+    n, ny, nx = d.shape
+    d = validation.data(d, n, (ny, nx), np.float64)
+    power = np.abs(np.asarray(probe)) ** 2
+    power = power.sum(axis=0) if power.ndim == 3 else power
+    if power.shape != (ny, nx) or not power.sum() > 0:
+        raise ValueError(f"probe must be a non-zero (K, {ny}, {nx}) or ({ny}, {nx}) field, got shape "
+                         f"{np.shape(probe)}")
+    shape = integer_pair("obj_shape", obj_shape, low=1)
+    pos = validation.positions(positions, (ny, nx), shape)
+    if len(pos) != n:
+        raise ValueError(f"{len(pos)} positions for {n} patterns")
+    n_modes = integer("n_modes", n_modes)
+    dtype = complex_dtype(dtype)
+    counts, centre = _first_moments(d, validation.mask(mask, n, (ny, nx), np.float64))
+    if not bool((counts > 0).any()):
+        raise ValueError("every pattern is zero: no object can be derived from the data")
+    means = _PatchMeans(pos, power, shape)
+    transmitted = counts / np.quantile(counts, 0.99)
+    slope = 2 * np.pi * (centre - np.median(centre, axis=0)) / np.array([ny, nx])        # rad / pixel, (y, x)
+    object_power = _least_squares(means, transmitted, gradient=False, start=float(np.mean(transmitted)))
+    phase = _least_squares(means, slope, gradient=True, start=0.0)
+    obj = np.empty((n_modes, *shape), dtype=np.complex128)
+    obj[0] = np.sqrt(np.clip(object_power, 1e-4, None)) * np.exp(1j * phase)
+    if n_modes > 1:
+        obj[1:] = 1e-2 * _random_complex(seed, (n_modes - 1, *shape))
+    return obj.astype(dtype)
+
+
+def _first_moments(d, w):
+    """Total counts (J,) and centre of mass (J, 2) of each pattern, masked pixels filled with the mean."""
+    n, ny, nx = d.shape
+    fill = None if w is None else _mean_pattern(d, w)
+    yy, xx = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
+    counts, centre = np.empty(n), np.empty((n, 2))
+    step = max(1, MOMENT_CHUNK_BYTES // (ny * nx * 8))
+    for start in range(0, n, step):
+        chunk = d[start:start + step]
+        if w is not None:
+            chunk = np.where(np.broadcast_to(w if w.ndim == 2 else w[start:start + step], chunk.shape) > 0,
+                             chunk, fill)
+        total = chunk.sum(axis=(1, 2))
+        safe = np.where(total > 0, total, 1.0)
+        counts[start:start + step] = total
+        centre[start:start + step, 0] = chunk.sum(axis=2) @ yy / safe
+        centre[start:start + step, 1] = chunk.sum(axis=1) @ xx / safe
+    if (counts > 0).any():
+        centre[counts <= 0] = np.median(centre[counts > 0], axis=0)      # an empty pattern: no slope
+    return counts, centre
+
+
+class _PatchMeans:
+    """S: a field on the object grid -> its |P|^2-weighted mean over each patch, sum_r w(r) f(p_j + r) / sum w,
+    at the rounded positions p_j (an FFT correlation on a grid padded by the patch, so nothing wraps);
+    S^T places each value back as w around its position."""
+
+    def __init__(self, pos, power, shape):
+        self.shape, self.patch = shape, power.shape
+        self.grid = (shape[0] + power.shape[0], shape[1] + power.shape[1])
+        self.weights = scipy.fft.rfft2(power / power.sum(), s=self.grid)
+        self.corner = tuple(np.rint(pos).astype(np.int64).T)
+
+    def __call__(self, field):
+        corr = scipy.fft.irfft2(scipy.fft.rfft2(field, s=self.grid) * np.conj(self.weights), s=self.grid)
+        return corr[self.corner]
+
+    def adjoint(self, values):
+        impulses = np.zeros(self.grid)
+        np.add.at(impulses, self.corner, values)
+        return scipy.fft.irfft2(scipy.fft.rfft2(impulses) * self.weights, s=self.grid)[:self.shape[0], :self.shape[1]]
+
+
+def _diff(f):
+    """Forward differences (2, H, W) with a zero last row / column (mirrored edges)."""
+    g = np.zeros((2, *f.shape))
+    g[0, :-1], g[1, :, :-1] = np.diff(f, axis=0), np.diff(f, axis=1)
+    return g
+
+
+def _diff_adjoint(g):
+    out = np.zeros(g.shape[1:])
+    out[1:] += g[0, :-1]
+    out[:-1] -= g[0, :-1]
+    out[:, 1:] += g[1, :, :-1]
+    out[:, :-1] -= g[1, :, :-1]
+    return out
+
+
+def _least_squares(means, values, *, gradient, start):
+    """The field f minimising |S f - values|^2 + lambda |D f|^2, or with gradient=True the field whose
+    gradient's patch means fit the (J, 2) slopes: |S D_y f - v_y|^2 + |S D_x f - v_x|^2 + lambda |D f|^2.
+    lambda = SMOOTHING x the data term's scale, so the fit is the same for any probe power or scan;
+    conjugate gradients from `start`, preconditioned by the smoothness term's cosine-transform inverse."""
+    h, w = means.shape
+    unit = float(np.mean(means.adjoint(np.ones(len(values)))))    # data term's scale on a lit pixel
+    lam = SMOOTHING * unit
+
+    if gradient:
+        def data_term(f):
+            g = _diff(f)
+            return _diff_adjoint(np.stack([means.adjoint(means(g[0])), means.adjoint(means(g[1]))]))
+        rhs = _diff_adjoint(np.stack([means.adjoint(values[:, 0]), means.adjoint(values[:, 1])]))
+    else:
+        data_term = (lambda f: means.adjoint(means(f)))
+        rhs = means.adjoint(values)
+    laplace = (2 - 2 * np.cos(np.pi * np.arange(h) / h))[:, None] + (2 - 2 * np.cos(np.pi * np.arange(w) / w))[None]
+    scale = (unit * laplace if gradient else unit) + lam * laplace
+    if gradient:
+        scale[0, 0] = np.inf                                      # the phase's free offset
+    inverse = 1.0 / scale
+
+    def normal(v):
+        f = v.reshape(h, w)
+        return (data_term(f) + lam * _diff_adjoint(_diff(f))).ravel()
+
+    def precondition(v):
+        return scipy.fft.idctn(scipy.fft.dctn(v.reshape(h, w), norm="ortho") * inverse, norm="ortho").ravel()
+
+    size = h * w
+    op = scipy.sparse.linalg.LinearOperator((size, size), matvec=normal, dtype=np.float64)
+    pre = scipy.sparse.linalg.LinearOperator((size, size), matvec=precondition, dtype=np.float64)
+    f, _ = scipy.sparse.linalg.cg(op, rhs.ravel(), x0=np.full(size, start), M=pre, rtol=1e-6,
+                                  maxiter=SOLVER_ITERATIONS)
+    f = f.reshape(h, w)
+    return f - f.mean() if gradient else f
 
 
 def fit_probe_scale(obj, probe, positions, data, mask=None, **forward_kwargs):

@@ -15,8 +15,8 @@ from .launchers import pie as pie_kernel
 from .launchers import sampling
 from .model import GRADIENTS, release_buffers, stage
 
-__all__ = ["GRADIENTS", "stage", "release_buffers", "forward", "evaluate", "patch_fwd", "patch_adj", "pie_update", "adam_step",
-           "adam_state"]
+__all__ = ["GRADIENTS", "stage", "release_buffers", "forward", "evaluate", "patch_fwd", "patch_adj", "pie_update",
+           "adam_step", "adam_state"]
 
 
 def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=None, pixel_size=None,

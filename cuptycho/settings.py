@@ -400,6 +400,8 @@ class Config:
         default: unbounded). A scan and its object can shrink together while many positions are wrong.
     init_probe : "dataset" (Dataset.probe), "data" (from the mean pattern, DAP) or
         {"aperture": radius_px}; n_probe_modes adds small orthogonal modes (None: as given).
+    init_object : "ones" (flat), or "data" (far field: absorption and phase slopes from each pattern's
+        counts and centre of mass, `initial.object_from_data`).
     tv, amplitude_range, probe_power, early_stop, constraints : option tables (dicts of the fields
         of `TV`, `AmplitudeRange`, `ProbePower`, `EarlyStop`, `Constraints`); None: off.
         tv.start_epoch delays the TV until the object has structure (the TV of a flat start is
@@ -441,6 +443,7 @@ class Config:
     n_object_modes: int = option(1, Int(low=1), example=2)
     n_probe_modes: int | None = option(None, Maybe(Int(low=1)), example=3)
     init_probe: object = option("dataset", Custom(_init_probe), example={"aperture": 12.0})
+    init_object: str = option("ones", Choice(("ones", "data")), example="data")
     fit_probe_scale: bool = option(True, Bool(), example=False)
     tv: dict | None = option(None, Maybe(TableOf(TV)), example={"ratio": 0.01})
     amplitude_range: dict | None = option(None, Maybe(TableOf(AmplitudeRange)), example={"low": 0.1, "high": 1.0})

@@ -350,12 +350,12 @@ def test_the_loss_per_pixel_is_the_whole_datasets_loss_per_detector_pixel(farfie
 
 def test_the_probe_scale_fit_works_a_chunk_of_patterns_at_a_time(farfield, monkeypatch):
     """It modelled every pattern at once and copied them to float64 (~21 GB at 10k x 256^2 x 3 modes)."""
-    from cuptycho import initial
+    from cuptycho import guesses, initial
 
     exp, ds = farfield
     given = ds.replace(probe=3.0 * exp.probe)
     whole = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
-    monkeypatch.setattr(engine, "FIT_CHUNK_BYTES", 5 * 64 * 64 * 4)          # 5 patterns per chunk
+    monkeypatch.setattr(guesses, "FIT_CHUNK_BYTES", 5 * 64 * 64 * 4)           # 5 patterns per chunk
     chunked = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     # the one-shot least squares (float64 throughout) on the same model agrees

@@ -25,7 +25,7 @@ FLOORS = [
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings"},
     # the engines
-    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed",
+    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed", "guesses",
      "position_search"},
     {"engines"},
     # runs from files, reports
