@@ -397,13 +397,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         (py, px), (h, w) = self.obj_pad, self.ds.obj_shape            # the dataset's object within a padded one
         if truth.get("object") is not None:
             scanned = self.scanned[py:py + h, px:px + w]
-            # a global translation (the mean position error, which refinement cannot see) is registered
-            # first; then a linear phase ramp, invisible in far-field data once the probe is refined
-            # (it moves into the probe), is removed relative to the truth, on the aligned grid
-            true_obj = to_host(truth["object"])[0]
-            estimate, _ = metrics.align(to_host(self.obj[0])[py:py + h, px:px + w], true_obj, mask=scanned)
-            estimate = metrics.remove_phase_ramp(estimate, mask=scanned, reference=true_obj)
-            out["object_correlation"] = metrics.correlation(estimate, true_obj, mask=scanned, shift=False)
+            # registered, less the phase ramp that far-field data cannot see once the probe is refined
+            out["object_correlation"] = metrics.object_correlation(to_host(self.obj[0])[py:py + h, px:px + w],
+                                                                   to_host(truth["object"])[0], mask=scanned)
         if truth.get("positions") is not None:
             err = metrics.position_errors(self.positions() - np.array(self.obj_pad), to_host(truth["positions"]))
             out["position_error_median"], out["position_error_rms"] = err["median"], err["rms"]

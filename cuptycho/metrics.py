@@ -17,7 +17,7 @@ import numpy as np
 from . import reference, registration
 
 __all__ = [
-    "align", "correlation", "cpcc", "ssim", "fourier_ring_correlation", "frc_resolution",
+    "align", "correlation", "object_correlation", "cpcc", "ssim", "fourier_ring_correlation", "frc_resolution",
     "remove_phase_ramp", "position_errors", "z_error", "illuminated",
 ]
 
@@ -450,6 +450,15 @@ def frc_resolution(freq, frc, threshold="1/7", *, counts=None):
 
 
 # ------------------------------------------------------------------ phase ramp
+
+def object_correlation(estimate, truth, *, mask=None):
+    """`correlation` of a reconstructed object with the truth after what no data can tell: a global
+    translation (registered first, subpixel) and a linear phase ramp (removed relative to the truth over
+    `mask`: in the far field it moves freely into a refined probe). The engine's "object_correlation"."""
+    aligned, _ = align(estimate, truth, mask=mask)
+    aligned = remove_phase_ramp(aligned, mask=mask, reference=truth)
+    return correlation(aligned, truth, mask=mask, shift=False)
+
 
 def remove_phase_ramp(image, *, mask=None, reference=None, return_params=False):
     """Remove a linear phase ramp and a constant phase offset, robustly to phase wrapping.

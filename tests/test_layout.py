@@ -23,7 +23,7 @@ FLOORS = [
      "objects", "dataset", "result"},
     # the public functions, initial guesses, the simulator, files, the option schema
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
-     "io.results", "settings"},
+     "io.results", "settings", "tables"},
     # the engines
     {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed", "guesses",
      "position_search"},

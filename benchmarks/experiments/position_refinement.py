@@ -171,7 +171,7 @@ def run_case(exp, ds, outliers, config, region):
     wall = time.perf_counter() - t0
     true = ds.truth["positions"]
     row = position_summary(result.positions, true, outliers)
-    corr = metrics.correlation(result.object[0], exp.obj[0], mask=region)
+    corr = metrics.object_correlation(result.object[0], exp.obj[0], mask=region)
     searches = [e for e in result.events if e.get("event") == "position_search"]
     row.update(corr=float(corr), wall=wall, loss=float(result.loss[-1]),
                moved=[e["moved"] for e in searches],
