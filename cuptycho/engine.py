@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backend as backends
 from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, guesses, metrics, ops,
-               position_search, reference, regularisers, validation)
+               position_search, position_step, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
@@ -37,7 +37,7 @@ from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, Posit
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.StartingGuesses, detector.DetectorModel,
-                     focus.FocusRefinement, distributed.Distributed):
+                     focus.FocusRefinement, distributed.Distributed, position_step.GaussNewtonPositions):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
     (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
@@ -57,6 +57,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
                              "cuptycho.engines.create(dataset, config)")
         if config.position_search is not None and not config.positions.enabled:
             raise ValueError("position_search moves the positions, but [positions] enabled = false: enable it")
+        if config.position_step == "newton":
+            position_step.check_losses(name for _, name in loss_plan(config.loss))
         if (config.constraints or {}).get("probe_support") and not config.probe.enabled:
             raise ValueError("constraints.probe_support cuts the probe each epoch, but [probe] enabled = false: the "
                              "probe given would be changed, not refined; enable [probe] or leave out probe_support")
@@ -234,6 +236,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         if self._active("scan", epoch):
             wanted.add("positions")
         mine = self.own(idx)                 # with several ranks: this rank's share, the loss over the whole batch
+        self.batch_total = len(idx)
         value, grads = self.evaluate(mine, self.loss_name(epoch), profile, frozenset(wanted), len(idx)) \
             if len(mine) else (0.0, None)
         value, grads = self.reduce(value, grads, mine, wanted)
@@ -271,9 +274,13 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         return scale * value
 
     def _update_positions(self, idx, grad):
-        """Adam on the batch's rows of the corrections, an optional L1 pull to zero, then clipping."""
+        """Adam (or a Gauss-Newton step, `position_step`) on the batch's rows of the corrections, an optional
+        L1 pull to zero, then clipping."""
         grad = grad + self.cfg.position_l1 * np.sign(self.correction[idx])
-        self.opt["positions"].update_rows(self.correction, grad, idx)
+        if self.cfg.position_step == "newton":
+            self.newton_positions(idx, grad, self.epoch, self.batch_total)
+        else:
+            self.opt["positions"].update_rows(self.correction, grad, idx)
         self._clip_positions()
 
     def _clip_positions(self):

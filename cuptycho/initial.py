@@ -16,6 +16,7 @@ import scipy.sparse.linalg
 from . import geometry, probes, validation
 from .api import forward
 from .backend import array_module
+from .patch_means import PatchMeans
 from .constraints import orthogonalize_modes
 from .validation import complex_dtype, integer, integer_pair, real_number, seed_sequence
 
@@ -373,7 +374,7 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
     counts, centre = _first_moments(d, validation.mask(mask, n, (ny, nx), np.float64))
     if not bool((counts > 0).any()):
         raise ValueError("every pattern is zero: no object can be derived from the data")
-    means = _PatchMeans(pos, power, shape)
+    means = PatchMeans(pos, power, shape)
     transmitted = counts / np.quantile(counts, 0.99)
     slope = 2 * np.pi * (centre - np.median(centre, axis=0)) / np.array([ny, nx])        # rad / pixel, (y, x)
     object_power = _least_squares(means, transmitted, gradient=False, start=float(np.mean(transmitted)))
@@ -405,27 +406,6 @@ def _first_moments(d, w):
     if (counts > 0).any():
         centre[counts <= 0] = np.median(centre[counts > 0], axis=0)      # an empty pattern: no slope
     return counts, centre
-
-
-class _PatchMeans:
-    """S: a field on the object grid -> its |P|^2-weighted mean over each patch, sum_r w(r) f(p_j + r) / sum w,
-    at the rounded positions p_j (an FFT correlation on a grid padded by the patch, so nothing wraps);
-    S^T places each value back as w around its position."""
-
-    def __init__(self, pos, power, shape):
-        self.shape, self.patch = shape, power.shape
-        self.grid = (shape[0] + power.shape[0], shape[1] + power.shape[1])
-        self.weights = scipy.fft.rfft2(power / power.sum(), s=self.grid)
-        self.corner = tuple(np.rint(pos).astype(np.int64).T)
-
-    def __call__(self, field):
-        corr = scipy.fft.irfft2(scipy.fft.rfft2(field, s=self.grid) * np.conj(self.weights), s=self.grid)
-        return corr[self.corner]
-
-    def adjoint(self, values):
-        impulses = np.zeros(self.grid)
-        np.add.at(impulses, self.corner, values)
-        return scipy.fft.irfft2(scipy.fft.rfft2(impulses) * self.weights, s=self.grid)[:self.shape[0], :self.shape[1]]
 
 
 def _diff(f):

@@ -97,6 +97,9 @@ class PIEReconstruction(Reconstruction):
         if config.scan.enabled:
             raise ValueError(f"scan (the affine scan model) needs engine = 'gradient'; the {config.engine} engine "
                              "refines each position on its own: set scan.enabled = false")
+        if config.position_step != "adam":
+            raise ValueError(f"position_step = {config.position_step!r} is the gradient engine's; the {config.engine} "
+                             "engine registers each patch (pie.position_* settings): set position_step = 'adam'")
         if config.z.enabled:
             raise ValueError(f"z refinement needs engine = 'gradient' (the {config.engine} engine refines the object, "
                              "the probe and the positions): set z.enabled = false")

@@ -203,6 +203,9 @@ class Config:
         positions too far off for the gradient (`cuptycho.position_search`).
     focus_search : a loss scan over the focus distance before the first epoch (`FocusSearch`; None: off),
         for a focus distance too far off for the [focus] gradient.
+    position_step : how [positions] steps: "adam" (lr ~ pixels per step), or "newton" (`cuptycho.position_step`:
+        the gradient over the curvature the data give each position, clipped to lr pixels; no random walk
+        where the data say little; gaussian, poisson and weighted losses).
     max_position_correction : largest |correction| per axis in pixels (None: only the object's
         edges limit it: corrected patches always stay on the object).
     max_scan_scale : how far the [scan] model's scale may depart from the stage's, as a fraction: the
@@ -244,6 +247,7 @@ class Config:
     scale: Group = _group(enabled=False, lr=1e-2)          # intensity factor per pattern (gradient engine)
     background_per_pattern: bool = option(False, Bool(), example=True)
     position_l1: float = option(0.0, Real(low=0.0), example=0.01)
+    position_step: str = option("adam", Choice(("adam", "newton")), example="newton")
     max_position_correction: float | None = option(None, Maybe(Real(positive=True)), example=3.0)
     # off by default: measured (benchmarks/experiments/position_refinement.py --seeds 0 1 --configs d
     # --max-scan-scale 0.05), the bound takes the worst case's max error 62 -> 20 px, but the typical RMS

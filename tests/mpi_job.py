@@ -1,8 +1,8 @@
 """A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
 
-MODE: "run" (the whole run), "resume" (stopped after epoch 3, checkpointed by rank 0, loaded by every rank
-and finished), "raise" (rank 1 fails at its second epoch). Rank 0 writes OUT (.npz: object, probe, positions,
-loss, the bytes this rank summed, the ranks).
+MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "resume" (stopped
+after epoch 3, checkpointed by rank 0, loaded by every rank and finished), "raise" (rank 1 fails at its second
+epoch). Rank 0 writes OUT (.npz: object, probe, positions, loss, the bytes this rank summed, the ranks).
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main(mode, out):
             if comm.Get_rank() == 1 and rec["epoch"] == 1:
                 raise RuntimeError("rank 1 fails on purpose")
         cfg = job_config(epochs=50, progress=fail)
+    elif mode == "newton":
+        cfg = job_config(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))
     else:
         cfg = job_config()
     from cuptycho import parallel

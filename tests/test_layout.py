@@ -20,12 +20,12 @@ FLOORS = [
      "launchers.sampling"},
     # the model on the kernels, the dispatch, and what works on arrays with them; the containers
     {"model", "ops", "optimiser", "regularisers", "constraints", "metrics", "preprocess", "images", "probes", "scans",
-     "objects", "dataset", "result"},
+     "objects", "dataset", "result", "patch_means"},
     # the public functions, initial guesses, the simulator, files, the option schema
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings", "tables"},
     # the engines
-    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed", "guesses",
+    {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed", "guesses", "position_step",
      "position_search"},
     {"engines"},
     # runs from files, reports

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cuptycho import create, parallel, reconstruct
+from cuptycho import Group, create, parallel, reconstruct
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -57,11 +57,13 @@ def test_one_rank_is_the_plain_run():
 
 
 @needs_mpi
-def test_two_ranks_give_the_one_process_result(tmp_path):
-    proc, _ = run_job("run", tmp_path / "two.npz")
+@pytest.mark.parametrize("mode", ["run", "newton"])
+def test_two_ranks_give_the_one_process_result(tmp_path, mode):
+    proc, _ = run_job(mode, tmp_path / "two.npz")
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = np.load(tmp_path / "two.npz")
-    one = reconstruct(job_dataset(), job_config())
+    extra = {} if mode == "run" else dict(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))
+    one = reconstruct(job_dataset(), job_config(**extra))
     assert int(two["ranks"]) == 2 and int(two["bytes_summed"]) > 0
     np.testing.assert_allclose(two["loss"], one.loss, rtol=1e-9)
     for key, value in (("object", one.object), ("probe", one.probe), ("positions", one.positions)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cuptycho import Config, Group, engine, initial, metrics, simulate
+from cuptycho.patch_means import PatchMeans
 
 
 def smooth_object(shape=200):
@@ -42,7 +43,7 @@ def test_patch_means_have_an_exact_adjoint():
     rng = np.random.default_rng(0)
     power = rng.random((12, 10))
     pos = rng.uniform(0, [28, 30], size=(17, 2))
-    means = initial._PatchMeans(pos, power, (40, 40))
+    means = PatchMeans(pos, power, (40, 40))
     f, v = rng.standard_normal((40, 40)), rng.standard_normal(17)
     lhs, rhs = float(means(f) @ v), float(np.sum(f * means.adjoint(v)))
     assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
@@ -56,7 +57,7 @@ def test_patch_means_have_an_exact_adjoint():
 def test_exact_slopes_integrate_to_the_phase(smooth):
     exp = smooth
     power = np.sum(np.abs(exp.probe) ** 2, axis=0)
-    means = initial._PatchMeans(exp.positions, power, exp.obj.shape[-2:])
+    means = PatchMeans(exp.positions, power, exp.obj.shape[-2:])
     truth = np.angle(exp.obj[0])
     g = initial._diff(truth)
     phase = initial._least_squares(means, np.column_stack([means(g[0]), means(g[1])]), gradient=True, start=0.0)
