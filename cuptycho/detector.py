@@ -44,13 +44,20 @@ class DetectorModel:
             groups["scale"] = self.shot_scale
         return groups
 
+    def masked_counts(self) -> tuple[float, float]:
+        """(sum of data x mask, sum of the mask's weights) over every pattern, in float64 without a product
+        of the data's size (a (J, Ny, Nx) temporary was as large as the data)."""
+        xp, n = self.xp, self.data.shape[0]
+        if self.mask.ndim == 2:
+            counts = float((xp.sum(self.data, axis=0, dtype=xp.float64) * self.mask).sum())
+            return counts, float(self.mask.sum(dtype=xp.float64)) * n
+        return float(xp.vdot(self.data.ravel(), self.mask.ravel())), float(self.mask.sum(dtype=xp.float64))
+
     def detector_units(self) -> dict:
         """Learning-rate units: the background's is the data's mean count per valid pixel."""
         if self.background is None:
             return {}
-        mask = self.mask if self.mask.ndim == 3 else self.mask[None]
-        counts = float((self.data * mask).sum(dtype=np.float64))
-        weight = float(mask.sum(dtype=np.float64)) * (1 if self.mask.ndim == 3 else self.data.shape[0])
+        counts, weight = self.masked_counts()
         return {"background": counts / weight if weight > 0 and counts > 0 else 1.0}
 
     def detector_kwargs(self, idx) -> dict:

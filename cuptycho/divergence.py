@@ -20,6 +20,9 @@ from . import reference
 from .settings import batch_size
 
 
+LOSS_CHUNK_BYTES = 1 << 24          # float64 loss terms formed at once by `data_loss`
+
+
 class DivergenceWatch:
     """Rollback to the best state when an epoch diverged (see the module's text)."""
 
@@ -29,15 +32,12 @@ class DivergenceWatch:
         """(low, high) for `_intensity`: divergence_factor**2 below the lower and above the higher of the
         data's mean counts per pattern and the initial model's value (they differ when the probe's scale
         is not fitted); None when neither has any intensity."""
-        xp, n = self.xp, self.data.shape[0]
+        n = self.data.shape[0]
         ny, nx = self.probe.shape[-2:]
         lo = np.maximum(np.floor(self.nominal.min(axis=0)).astype(int), 0)
         hi = np.ceil(self.nominal.max(axis=0)).astype(int) + (ny, nx)
         self._box = (slice(None), slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])))   # the scanned area
-        if self.mask.ndim == 2:
-            counts = float((xp.sum(self.data, axis=0, dtype=xp.float64) * self.mask).sum()) / n
-        else:
-            counts = float(xp.vdot(self.data.ravel(), self.mask.ravel())) / n
+        counts = self.masked_counts()[0] / n
         model = self._intensity()
         k2 = self.cfg.divergence_factor * self.cfg.divergence_factor
         high = max(counts, model) * k2
@@ -56,7 +56,8 @@ class DivergenceWatch:
         """(sum of the masked loss terms `name`, sum of the mask's weights) over every pattern in the loss,
         from the forward model in minibatches of the epoch's size (no gradients)."""
         n, f64 = self.ds.n_patterns, self.xp.float64
-        size = batch_size(self.batch_spec(), self.epoch, n)
+        # the epoch's batch, but no more than LOSS_CHUNK_BYTES of float64 terms (a full batch held 4 x the data)
+        size = min(batch_size(self.batch_spec(), self.epoch, n), max(1, LOSS_CHUNK_BYTES // (8 * self.data[0].size)))
         total = weight = 0.0
         for start in range(0, n, size):
             idx = np.arange(start, min(start + size, n))

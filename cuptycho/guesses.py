@@ -9,7 +9,7 @@ import numpy as np
 from . import backend as backends
 from . import initial, ops
 
-FIT_CHUNK_BYTES = 64 * 2 ** 20       # modelled intensities per chunk of the initial probe-scale fit
+FIT_CHUNK_BYTES = 16 * 2 ** 20       # modelled intensities per chunk of the initial probe-scale fit
 
 
 class StartingGuesses:

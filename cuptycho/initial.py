@@ -26,6 +26,8 @@ __all__ = ["probe_from_data", "probe_aperture", "add_modes", "object_ones", "obj
 
 # Default share of the total power given to the extra probe modes together.
 MODE_POWER = 0.05
+# Patterns summed at once (float64) for the mean pattern and the first moments: no float64 copy of the data.
+MOMENT_CHUNK_BYTES = 1 << 26
 
 
 def _mode_power(value, n_modes):
@@ -166,7 +168,7 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
         d = d[None]
     if d.ndim != 3 or 0 in d.shape:
         raise ValueError(f"data must have shape (J, Ny, Nx) or (Ny, Nx), got {np.shape(data)}")
-    d = validation.data(d, d.shape[0], d.shape[-2:], np.float64)
+    d = validation.data(d, d.shape[0], d.shape[-2:], d.dtype if d.dtype.kind == "f" else np.float64)
     validation.choice("propagator", propagator, geometry.PROPAGATORS)
     back = propagator in geometry.Z_PROPAGATORS and z is not None
     if back:
@@ -211,16 +213,21 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
 
 
 def _mean_pattern(d, w):
-    """Mean of the patterns d (J, Ny, Nx) over the valid pixels (weights w > 0, or all when w is None).
+    """Mean of the patterns d (J, Ny, Nx) over the valid pixels (weights w > 0, or all when w is None), in
+    float64, a bounded chunk of patterns at a time (no float64 copy of the data).
 
     Pixels valid in no pattern get the mean of the valid pixels.
     """
-    if w is None:
-        return d.mean(axis=0)
     xp = array_module(d)
+    n = d.shape[0]
+    step = max(1, MOMENT_CHUNK_BYTES // (8 * d[0].size))
+    if w is None:
+        return sum(d[s:s + step].sum(axis=0, dtype=xp.float64) for s in range(0, n, step)) / n
     valid_j = xp.broadcast_to(w > 0, d.shape)
     count = valid_j.sum(axis=0)
-    mean = xp.where(valid_j, d, 0.0).sum(axis=0) / xp.maximum(count, 1)
+    total = sum(xp.where(valid_j[s:s + step], d[s:s + step], 0.0).sum(axis=0, dtype=xp.float64)
+                for s in range(0, n, step))
+    mean = total / xp.maximum(count, 1)
     valid = count > 0
     if not bool(valid.any()):
         raise ValueError("mask leaves no valid pixel")
@@ -305,8 +312,6 @@ def object_ones(shape, n_modes=1, dtype=np.complex64, *, seed=0):
     return obj.astype(dtype)
 
 
-# Patterns whose first moments are formed at once (bounds the host memory of object_from_data).
-MOMENT_CHUNK_BYTES = 1 << 26
 # Smoothness weight of object_from_data's least squares, relative to the data term: it decides the
 # detail finer than the probe (which the moments cannot resolve) and fills the unlit pixels.
 SMOOTHING = 1e-2
@@ -359,7 +364,7 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
     if d.ndim != 3 or 0 in d.shape:
         raise ValueError(f"data must have shape (J, Ny, Nx), got {d.shape}")
     n, ny, nx = d.shape
-    d = validation.data(d, n, (ny, nx), np.float64)
+    d = validation.data(d, n, (ny, nx), d.dtype if d.dtype.kind == "f" else np.float64)
     power = np.abs(np.asarray(probe)) ** 2
     power = power.sum(axis=0) if power.ndim == 3 else power
     if power.shape != (ny, nx) or not power.sum() > 0:
@@ -398,11 +403,11 @@ def _first_moments(d, w):
         if w is not None:
             chunk = np.where(np.broadcast_to(w if w.ndim == 2 else w[start:start + step], chunk.shape) > 0,
                              chunk, fill)
-        total = chunk.sum(axis=(1, 2))
+        total = chunk.sum(axis=(1, 2), dtype=np.float64)
         safe = np.where(total > 0, total, 1.0)
         counts[start:start + step] = total
-        centre[start:start + step, 0] = chunk.sum(axis=2) @ yy / safe
-        centre[start:start + step, 1] = chunk.sum(axis=1) @ xx / safe
+        centre[start:start + step, 0] = chunk.sum(axis=2, dtype=np.float64) @ yy / safe
+        centre[start:start + step, 1] = chunk.sum(axis=1, dtype=np.float64) @ xx / safe
     if (counts > 0).any():
         centre[counts <= 0] = np.median(centre[counts > 0], axis=0)      # an empty pattern: no slope
     return counts, centre

@@ -90,16 +90,27 @@ def positions(arr, patch_shape, obj_shape):
     return arr
 
 
+# Patterns checked at once on the host: the checks' boolean temporaries stay this small, not J x Ny x Nx.
+CHECK_CHUNK_BYTES = 1 << 26
+
+
 def data(arr, n_patterns, patch_shape, real):
-    """Measured intensities (J, Ny, Nx), finite and non-negative, cast to the field precision."""
+    """Measured intensities (J, Ny, Nx), finite and non-negative, cast to the field precision (no copy when
+    they already are)."""
     xp, arr = _asarray(arr)
     if not _real_numbers(arr):
         raise ValueError(f"data must be real intensities, got dtype {arr.dtype}")
     expected = (n_patterns, *patch_shape)
     if arr.shape != expected:
         raise ValueError(f"data must have shape {expected} (one pattern per position, probe-sized), got {arr.shape}")
-    _finite("data", arr)
-    n_negative = int(xp.sum(arr < 0))
+    step = len(arr) if xp is not np else max(1, CHECK_CHUNK_BYTES // max(1, arr[:1].nbytes))
+    n_negative = 0
+    for start in range(0, len(arr), step):
+        chunk = arr[start:start + step]
+        if not bool(xp.all(xp.isfinite(chunk))):
+            bad = xp.argwhere(~xp.isfinite(chunk))[0]
+            raise ValueError(f"data contains NaN or Inf (first at index {(start + int(bad[0]), *map(int, bad[1:]))})")
+        n_negative += int(xp.count_nonzero(chunk < 0))
     if n_negative:
         raise ValueError(f"data has {n_negative} negative value(s) (min {float(arr.min()):g}); "
                          "intensities must be >= 0 (clip or mask them before calling)")

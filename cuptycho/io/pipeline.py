@@ -158,7 +158,7 @@ class Pipeline:
         a = np.asarray(raw)
         if a.dtype.kind not in "uif" or a.dtype == bool:
             raise DataError(self.path, f"diffraction data must be real numbers, got dtype {a.dtype}")
-        a = a.astype(np.float32)
+        a = a.astype(np.float32, copy=self.dark is not None)     # a fresh slab: no copy unless changed
         if self.dark is not None:
             a -= self.dark
         if self.fftshift:
@@ -190,10 +190,13 @@ class Pipeline:
             want = idx[start:start + self.slab]
             uniq, inverse = np.unique(want, return_inverse=True)
             if uniq.size == uniq[-1] - uniq[0] + 1:
-                raw = read(slice(int(uniq[0]), int(uniq[-1]) + 1))
+                raw = np.asarray(read(slice(int(uniq[0]), int(uniq[-1]) + 1)))
             else:
-                raw = read(uniq)
-            yield start, np.asarray(raw)[inverse]
+                raw = np.asarray(read(uniq))
+            if uniq.size != want.size or np.any(uniq != want):      # repeated or unsorted frames: reorder
+                raw = raw[inverse]
+            yield start, raw
+            del raw                # before the next read: one slab alive at a time, not four
 
     def _place_window(self, read):
         """Fix the crop window, finding the beam centre in the summed frames (one pass) if asked to."""
@@ -229,21 +232,24 @@ class Pipeline:
                 bad.extend(int(self.indices[start + k]) for k in np.flatnonzero(~finite))
                 a[~finite] = 0
             stop = start + a.shape[0]
-            data[start:stop] = self._resample(a)
+            block = data[start:stop]
+            block[...] = self._resample(a)
+            negative = int(np.count_nonzero(block < 0))          # per slab: no data-sized temporary
+            if negative:
+                self.n_negative += negative
+                self.min_value = min(self.min_value, float(block.min()))
+                np.maximum(block, 0, out=block)
             if sat is not None:
                 s = (np.asarray(raw) < self.saturation).astype(np.float32)
                 if self.fftshift:
                     s = np.fft.fftshift(s, axes=(-2, -1))
                 sat[start:stop] = self._resample(s, "min")
+            del raw, a             # released before the next slab is read
         if bad:
             shown = ", ".join(str(j) for j in bad[:10]) + (", ..." if len(bad) > 10 else "")
             raise DataError(self.path, f"{len(bad)} frame(s) contain NaN or Inf values (frame {shown}); "
                                        "drop them with frames=... or repair the file")
-        negative = data < 0
-        self.n_negative = int(np.count_nonzero(negative))
         if self.n_negative:
-            self.min_value = float(data.min())
-            np.maximum(data, 0, out=data)
             warnings.warn(f"{os.fspath(self.path)}: {self.n_negative} negative value(s) (min {self.min_value:g}) "
                           "clipped to 0", preprocess.NegativeCountsWarning, stacklevel=3)
         return data, sat
