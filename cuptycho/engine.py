@@ -33,7 +33,6 @@ from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, Posit
                        loss_plan, table)
 
 
-
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.StartingGuesses, detector.DetectorModel,
