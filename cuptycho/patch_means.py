@@ -27,20 +27,25 @@ class PatchMeans:
         # took 3x as long as 864)
         self.grid = tuple(scipy.fft.next_fast_len(int(n + p)) for n, p in zip(self.shape, weight.shape))
         self.fft = scipy.fft if xp is np else xp.fft                        # SciPy's: float32 stays float32
-        self.weights = self.fft.fft2(weight / self.total, s=self.grid)
+        self.weight = weight / self.total
+        self.real_weights = self.fft.rfft2(self.weight, s=self.grid)      # real fields: half the spectrum
+        self.weights = None                                                # complex fields: made when asked
         corner = np.rint(np.asarray(positions, dtype=np.float64)).astype(np.int64).T
         self.corner = tuple(xp.asarray(c) for c in corner)
 
     def __call__(self, field):
         """(J,) the weighted patch means of `field` (H, W), real or complex (the result is complex then)."""
-        xp = self.xp
-        corr = self.fft.ifft2(self.fft.fft2(field, s=self.grid) * xp.conj(self.weights))
-        corr = corr if xp.iscomplexobj(field) else corr.real
-        return corr[self.corner]
+        xp, fft = self.xp, self.fft
+        if xp.iscomplexobj(field):
+            if self.weights is None:
+                self.weights = fft.fft2(self.weight, s=self.grid)
+            return fft.ifft2(fft.fft2(field, s=self.grid) * xp.conj(self.weights))[self.corner]
+        return fft.irfft2(fft.rfft2(field, s=self.grid) * xp.conj(self.real_weights), s=self.grid)[self.corner]
 
     def adjoint(self, values):
         """(H, W) real: each value placed back as w around its position (values real, (J,))."""
         xp = self.xp
         impulses = xp.zeros(self.grid)
         xp.add.at(impulses, self.corner, values)
-        return self.fft.ifft2(self.fft.fft2(impulses) * self.weights).real[:self.shape[0], :self.shape[1]]
+        spread = self.fft.irfft2(self.fft.rfft2(impulses) * self.real_weights, s=self.grid)
+        return spread[:self.shape[0], :self.shape[1]]

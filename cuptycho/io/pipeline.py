@@ -158,7 +158,9 @@ class Pipeline:
         a = np.asarray(raw)
         if a.dtype.kind not in "uif" or a.dtype == bool:
             raise DataError(self.path, f"diffraction data must be real numbers, got dtype {a.dtype}")
-        a = a.astype(np.float32, copy=self.dark is not None)     # a fresh slab: no copy unless changed
+        # no copy unless the values change: the slab is the reader's own (a file read, or a view of an array
+        # it loaded), and only a frame that is then refused (NaN / Inf) is zeroed in place
+        a = a.astype(np.float32, copy=self.dark is not None)
         if self.dark is not None:
             a -= self.dark
         if self.fftshift:
