@@ -95,14 +95,17 @@ def options(arch: str) -> list[str]:
 
 
 def _compile(source_path, arch: str, want_cubin: bool) -> tuple[bytes, bytes | None]:
+    path = Path(source_path)
+    return _compile_text(_build.source_text(path), str(path), options(arch), want_cubin)
+
+
+def _compile_text(text: str, name: str, opts: list[str], want_cubin: bool) -> tuple[bytes, bytes | None]:
     ok, why = available()
     if not ok:
         raise KernelBuildError(f"NVRTC is not available: {why}")
     nvrtc = _nvrtc()
-    path = Path(source_path)
-    opts = options(arch)
-    context = f" for {path} ({arch}; options {' '.join(opts)})"
-    prog = _check(nvrtc.nvrtcCreateProgram(_build.source_text(path).encode(), str(path).encode(), 0, [], []),
+    context = f" for {name} (options {' '.join(opts)})"
+    prog = _check(nvrtc.nvrtcCreateProgram(text.encode(), name.encode(), 0, [], []),
                   "nvrtcCreateProgram", context=context)
     try:
         _check(nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts]),
@@ -120,6 +123,12 @@ def _compile(source_path, arch: str, want_cubin: bool) -> tuple[bytes, bytes | N
         return ptx.rstrip(b"\0"), cubin
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
+
+
+def compile_ptx_text(text: str, name: str, opts, arch: str = "sm_90") -> bytes:
+    """PTX of a program given as text (what ``cupy.RawModule(code=...)`` compiles), with options `opts`
+    plus ``--gpu-architecture=arch``; `name` names it in the compiler log."""
+    return _compile_text(text, name, [*opts, f"--gpu-architecture={arch}"], want_cubin=False)[0]
 
 
 def compile_ptx(source_path, arch: str = "sm_90") -> bytes:

@@ -1,13 +1,36 @@
 """Shared fixtures: the devices kernels run on, with GPU cases skipped (and saying why) without one."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+import gpu_emulation
 from cuptycho import backend
 
-HAS_GPU, NO_GPU_REASON = backend.gpu_status()
-gpu = pytest.mark.skipif(not HAS_GPU, reason=f"needs a CUDA device: {NO_GPU_REASON}")
+HAS_GPU, NO_GPU_REASON = backend.gpu_status()      # a real GPU
+# Without one, the tests marked `gpu` run on the emulated GPU (tests/gpu_emulation: the kernels' GPU
+# branches on the host behind a strict CuPy stand-in); the emulated device answers during those tests only.
+EMULATED_GPU, NO_EMULATION_REASON = (False, "") if HAS_GPU else gpu_emulation.available()
+if EMULATED_GPU:
+    gpu_emulation.install()
+gpu = pytest.mark.gpu
+# The backend the engine, PIE and API suites run on: "cpu", or "cuda" when tests/test_gpu_emulation.py
+# reruns those suites on the GPU (real or emulated; then the emulated device answers in every test).
+ENGINE_BACKEND = os.environ.get("CUPTYCHO_TEST_BACKEND", "cpu")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs the cuda backend (a real GPU, else the emulated one)")
+
+
+def pytest_runtest_setup(item):
+    wants_gpu = item.get_closest_marker("gpu") is not None
+    if wants_gpu and not (HAS_GPU or EMULATED_GPU):
+        pytest.skip(f"needs a CUDA device ({NO_GPU_REASON}) or the GPU emulation ({NO_EMULATION_REASON})")
+    if EMULATED_GPU:
+        gpu_emulation.enable(wants_gpu or ENGINE_BACKEND == "cuda")
 
 # kernel tolerance per field dtype (STYLE.md): rtol and atol relative to the reference's max |value|
 KERNEL_TOL = {np.dtype(np.complex64): 1e-5, np.dtype(np.complex128): 1e-12}

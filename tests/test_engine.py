@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import ENGINE_BACKEND, to_host
 from cuptycho import engine, model, ops, optimiser, settings, simulate
 from cuptycho import Config, Group, reconstruct
 
@@ -19,7 +20,7 @@ def farfield():
 
 
 def quick(**kw):
-    return Config(**{"epochs": 3, "batch": 16, "backend": "cpu", **kw})
+    return Config(**{"epochs": 3, "batch": 16, "backend": ENGINE_BACKEND, **kw})
 
 
 # --------------------------------------------------------------------------- mechanisms
@@ -76,7 +77,8 @@ def test_loss_switch_keeps_the_gradient_norm_continuous(farfield):
     rec.switch_loss(2)
     _, g_old = rec.evaluate(idx, "gaussian")
     _, g_new = rec.evaluate(idx, "poisson")
-    np.testing.assert_allclose(rec.loss_scale * np.linalg.norm(g_new["object"]), np.linalg.norm(g_old["object"]),
+    np.testing.assert_allclose(rec.loss_scale * np.linalg.norm(to_host(g_new["object"])),
+                               np.linalg.norm(to_host(g_old["object"])),
                                rtol=1e-6)
     assert [h["loss_name"] for h in result.history] == ["gaussian", "gaussian", "poisson", "poisson"]
 
@@ -188,7 +190,7 @@ def test_bad_configuration_names_the_setting(farfield):
 
 def test_farfield_object_from_a_flat_start(farfield):
     _, ds = farfield
-    result = reconstruct(ds, Config(epochs=40, batch=8, object=Group(lr=0.2), backend="cpu"))
+    result = reconstruct(ds, Config(epochs=40, batch=8, object=Group(lr=0.2), backend=ENGINE_BACKEND))
     assert result.history[-1]["object_correlation"] >= 0.95
     assert result.loss[-1] < 0.05 * result.loss[0]
 
@@ -197,7 +199,7 @@ def test_nearfield_object_from_a_flat_start():
     exp = simulate.preset("small_nearfield", seed=1)
     ds = exp.dataset()
     ds.probe = exp.probe
-    result = reconstruct(ds, Config(epochs=20, batch=8, object=Group(lr=0.1), backend="cpu"))
+    result = reconstruct(ds, Config(epochs=20, batch=8, object=Group(lr=0.1), backend=ENGINE_BACKEND))
     assert result.history[-1]["object_correlation"] >= 0.95
 
 
@@ -205,7 +207,8 @@ def test_z_refinement_from_20_percent_off():
     exp = simulate.preset("small_nearfield", seed=1, z_error=0.2)
     ds = exp.dataset()
     ds.probe = exp.probe
-    result = reconstruct(ds, Config(epochs=30, batch=8, object=Group(lr=0.05), z=Group(lr=3e-2), backend="cpu"))
+    result = reconstruct(ds, Config(epochs=30, batch=8, object=Group(lr=0.05), z=Group(lr=3e-2),
+                                    backend=ENGINE_BACKEND))
     assert abs(result.z / exp.z - 1) < 0.01
     assert result.history[0]["z_error"] > 0.05                # it did start far off
 
@@ -214,7 +217,7 @@ def test_position_refinement_from_3_px_rms():
     exp = simulate.preset("small_farfield", seed=1, position_error=3.0)
     ds = exp.dataset()
     ds.probe = exp.probe
-    result = reconstruct(ds, Config(epochs=100, batch=8, object=Group(lr=0.2), backend="cpu",
+    result = reconstruct(ds, Config(epochs=100, batch=8, object=Group(lr=0.2), backend=ENGINE_BACKEND,
                                     positions=Group(lr=0.2, start_epoch=5,
                                                     schedule={"kind": "step", "every": 40, "gamma": 0.5})))
     assert result.history[0]["position_error_rms"] > 2.5
@@ -224,7 +227,7 @@ def test_position_refinement_from_3_px_rms():
 def test_numpy_backend_runs_the_same_engine(farfield):
     _, ds = farfield
     a = reconstruct(ds, quick(epochs=2, backend="numpy", dtype="complex128"))
-    b = reconstruct(ds, quick(epochs=2, backend="cpu", dtype="complex128"))
+    b = reconstruct(ds, quick(epochs=2, backend=ENGINE_BACKEND, dtype="complex128"))
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-9)
     np.testing.assert_allclose(a.object, b.object, rtol=1e-8, atol=1e-8)
 
@@ -233,7 +236,7 @@ def test_blind_farfield_object_and_probe_from_the_data():
     """Probe from the mean pattern (DAP), refined with the object: no knowledge of the illumination."""
     exp = simulate.preset("small_farfield", seed=1)
     result = reconstruct(exp.dataset(), Config(epochs=150, batch=8, object=Group(lr=0.1), probe=Group(lr=0.05),
-                                               init_probe="data", backend="cpu"))
+                                               init_probe="data", backend=ENGINE_BACKEND))
     assert result.history[-1]["object_correlation"] >= 0.95
 
 
@@ -266,7 +269,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(farfield, tmp_
     ds = simulate.preset("small_farfield", seed=1, position_error=2.0).dataset()
     ds.probe = exp.probe
     cfg = dict(epochs=6, batch=8, object=Group(lr=0.1), probe=Group(lr=0.02), positions=Group(lr=0.1, start_epoch=2),
-               loss=[(0, "gaussian"), (4, "poisson")], tv={"ratio": 0.01, "eps": 1e-3}, seed=3, backend="cpu",
+               loss=[(0, "gaussian"), (4, "poisson")], tv={"ratio": 0.01, "eps": 1e-3}, seed=3, backend=ENGINE_BACKEND,
                dtype="complex128", metrics_every=1, object_modes=Group(lr=0.01), n_object_modes=2)
     straight = reconstruct(ds, Config(**cfg))
 
@@ -324,11 +327,11 @@ def test_a_given_probe_that_is_rescaled_to_the_data_says_by_how_much(farfield):
     (plain,) = [e for e in engine.Reconstruction(ds, quick(epochs=0, init_probe="dataset")).events
                 if e["event"] == "probe_scale"]
     assert event["probe"] == "given" and event["factor"] == pytest.approx(plain["factor"] / 3, rel=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(rec.probe), event["factor"] * np.linalg.norm(3.0 * exp.probe),
+    np.testing.assert_allclose(np.linalg.norm(to_host(rec.probe)), event["factor"] * np.linalg.norm(3.0 * exp.probe),
                                rtol=1e-5)
     kept = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset", fit_probe_scale=False))
     assert not [e for e in kept.events if e["event"] == "probe_scale"]
-    np.testing.assert_allclose(kept.probe, 3.0 * exp.probe, rtol=1e-6)
+    np.testing.assert_allclose(to_host(kept.probe), 3.0 * exp.probe, rtol=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["gaussian", "poisson"])
@@ -354,14 +357,14 @@ def test_the_probe_scale_fit_works_a_chunk_of_patterns_at_a_time(farfield, monke
 
     exp, ds = farfield
     given = ds.replace(probe=3.0 * exp.probe)
-    whole = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
+    whole = to_host(engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe)
     monkeypatch.setattr(guesses, "FIT_CHUNK_BYTES", 5 * 64 * 64 * 4)           # 5 patterns per chunk
-    chunked = engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe
+    chunked = to_host(engine.Reconstruction(given, quick(epochs=0, init_probe="dataset")).probe)
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     # the one-shot least squares (float64 throughout) on the same model agrees
     reference_probe = initial.fit_probe_scale(np.ones((1, *ds.obj_shape), np.complex64), 3.0 * exp.probe,
-                                              ds.positions, ds.data, backend="cpu")
-    np.testing.assert_allclose(chunked, reference_probe, rtol=1e-5)
+                                              ds.positions, ds.data, backend=ENGINE_BACKEND)
+    np.testing.assert_allclose(chunked, to_host(reference_probe), rtol=1e-5)
 
 
 def test_a_rough_probe_guess_that_is_never_refined_is_warned_about(farfield):
@@ -386,7 +389,7 @@ def test_buffers_are_released_after_the_set_up_and_when_the_run_ends():
     exp = simulate.preset("small_nearfield", seed=1)
     ds = exp.dataset()
     ds.probe = exp.probe
-    rec = engine.Reconstruction(ds, Config(epochs=3, batch=8, backend="cpu"))
+    rec = engine.Reconstruction(ds, Config(epochs=3, batch=8, backend=ENGINE_BACKEND))
     cached = (lambda: (fft._plan.bytes, model._device_scratch.bytes, model._device_transfer.cache_info().currsize))
     assert cached() == (0, 0, 0)
     rec.run(until=1)

@@ -1,0 +1,1 @@
+"""`cupyx` for the emulated GPU: its scipy.fft (see cupy's stand-in)."""
