@@ -132,6 +132,27 @@ def info_cmd(args) -> int:
     return 0
 
 
+def plan_cmd(args) -> int:
+    from . import config as C
+    from . import io, memory_plan
+    from .run import new_run_config, reader_options
+
+    run = C.load(args.config) if args.config else C.RunConfig()
+    if args.set:
+        doc = C.to_dict(run.config, data=run.data, output=run.output)
+        for key, value in (C.parse_assignment(text) for text in args.set):
+            doc = C.override(doc, key, value)
+        run = C.from_dict(doc, source="the command line")
+    path = args.data or run.data.get("path")
+    if not path:
+        raise ValueError("no data file: give DATA, or path in the config's [data] table")
+    ds = io.load(path, **reader_options(run.data))
+    plan = memory_plan.plan(ds, new_run_config(run, ds), device="cuda")
+    print(memory_plan.describe(plan["host"], "host memory, CPU backend"))
+    print(memory_plan.describe(plan["device"], "GPU memory, cuda backend (peak)"))
+    return 0
+
+
 def show_cmd(args) -> int:
     from . import report
 
@@ -379,6 +400,16 @@ def parser() -> argparse.ArgumentParser:
                    help="replace an existing OUT and checkpoint (regular files, or symbolic links themselves; never "
                         "an input)")
     p.set_defaults(run=reconstruct_cmd)
+
+    p = sub.add_parser("plan", help="print the memory a reconstruction needs, host and GPU, before running it",
+                       description="The memory plan of `cuptycho reconstruct DATA` with the same --config and --set: "
+                                   "host bytes by term (the budget check's estimate) and the GPU's peak by term "
+                                   "(data, parameters and their optimiser copies, cached FFT and scratch buffers, "
+                                   "the set-up's fits, the largest transient).")
+    p.add_argument("data", nargs="?", metavar="DATA", help="the data file (default: path in the config's [data])")
+    p.add_argument("--config", metavar="FILE.toml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="as for reconstruct; repeatable")
+    p.set_defaults(run=plan_cmd)
 
     p = sub.add_parser("show", help="draw a result's report as PNG",
                        description="Object magnitude and phase, probe modes, loss curve, position corrections "

@@ -172,6 +172,23 @@ def _resume_command(data, ckpt, output, force):
     return shlex.join(command + (["--force"] if force else []))
 
 
+def new_run_config(run, ds, note: Callable[[str], None] = lambda line: None, measured_defaults=True):
+    """The configuration a new run of `ds` uses: the measured-data defaults fill what `run` leaves unset, and
+    without a probe guess in the file the probe starts from the data and is refined (each said through `note`)."""
+    cfg = run.config
+    if measured_defaults:
+        cfg, applied = defaults.apply(cfg, ds.n_patterns, run.explicit)
+        if applied:
+            note("note: " + defaults.describe(cfg))
+    if "init_probe" not in run.explicit and ds.probe is None:
+        cfg.init_probe = "data"
+        if "probe.enabled" not in run.explicit:
+            cfg.probe = dataclasses.replace(cfg.probe, enabled=True)
+        note("note: the data file has no probe guess: the probe starts from the data's mean pattern "
+             "(init_probe = \"data\") and is refined ([probe] enabled = true)")
+    return cfg
+
+
 class ResumableRun:
     """One reconstruction of a data file, ready to `execute`; everything is checked on construction,
     before any work is done (the configuration, the data, every output).
@@ -269,16 +286,8 @@ class ResumableRun:
         except TypeError as err:
             raise ValueError(f"{self.data}: a [data] option does not apply to this kind of file ({err})") from None
         cfg = run.config
-        if self.saved is None and self.state is None:          # a new run: the measured-data defaults fill the gaps
-            cfg, applied = defaults.apply(cfg, ds.n_patterns, run.explicit)
-            if applied:
-                self.note("note: " + defaults.describe(cfg))
-        if "init_probe" not in run.explicit and ds.probe is None and self.saved is None:
-            cfg.init_probe = "data"
-            if "probe.enabled" not in run.explicit:
-                cfg.probe = dataclasses.replace(cfg.probe, enabled=True)
-            self.note("note: the data file has no probe guess: the probe starts from the data's mean pattern "
-                      "(init_probe = \"data\") and is refined ([probe] enabled = true)")
+        if self.saved is None:                                 # not a command line's checkpoint: fill the gaps
+            cfg = new_run_config(run, ds, self.note, measured_defaults=self.state is None)
         self.rec = rec = engines.create(ds, cfg, comm=None if self.comm.size == 1 else self.comm)
         self.config = rec.cfg
         data = os.fspath(Path(self.data).resolve())

@@ -20,7 +20,7 @@ FLOORS = [
      "launchers.sampling"},
     # the model on the kernels, the dispatch, and what works on arrays with them; the containers
     {"model", "ops", "optimiser", "regularisers", "constraints", "metrics", "preprocess", "images", "probes", "scans",
-     "objects", "dataset", "result", "patch_means"},
+     "objects", "dataset", "result", "patch_means", "memory_plan"},
     # the public functions, initial guesses, the simulator, files, the option schema
     {"api", "initial", "simulate", "io", "io._common", "io.frames", "io.pipeline", "io.cxi", "io.npz", "io.tiff",
      "io.results", "settings", "tables"},

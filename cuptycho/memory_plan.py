@@ -1,0 +1,136 @@
+"""The device memory of a gradient-engine run on a GPU, predicted from plain numbers before anything is allocated.
+
+`budget.estimate` bounds the host side; this is the GPU's side, term by term, each one an allocation the
+engine and `model.loss_and_grad` make:
+
+- the data and mask, held on the device for the whole run;
+- object and probe: value, Adam's two moments, the gradient during a step, and the divergence watch's two
+  snapshots (best state, last state awaiting confirmation) of value and moments;
+- the cached work buffers: one FFT buffer per distinct chunk shape (the step's chunks, and the chunks of
+  the per-epoch loss record) and one gradient-patch scratch buffer per shape, each cache bounded by
+  `fft.CACHE_BYTES`; with z refined in the near field a spectrum buffer per shape too;
+- the largest transient: the loss record's float64 terms (`divergence.LOSS_CHUNK_BYTES` at a time) or a
+  step's row sums and gradients.
+
+`plan(...)` returns the terms and their sum; `cuptycho plan DATA` prints them next to the host's.
+Checked against the emulated GPU's allocator (tests/test_memory_plan.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import budget, fft, model, validation
+from .budget import Term, format_bytes
+
+# value + Adam's two moments, and two snapshots of those three (divergence watch): 9 copies all run,
+# plus the gradient during a step
+PARAMETER_COPIES = 9
+# the loss record's float64 arrays alive at once per pattern pixel: intensity and data as float64, the
+# loss terms, the masked terms and the mask broadcast over them
+LOSS_RECORD_ARRAYS = 5
+LOSS_CHUNK_BYTES = 1 << 24                  # divergence.LOSS_CHUNK_BYTES (divergence sits on a higher floor)
+FIT_CHUNK_BYTES = 1 << 24                   # guesses.FIT_CHUNK_BYTES (likewise)
+
+
+def chunk_sizes(n_pos, per_position, elements) -> list[int]:
+    """The distinct chunk lengths `model.loss_and_grad` cuts `n_pos` positions into on a GPU."""
+    c = model.chunk_size("cuda", n_pos, per_position, elements)
+    return sorted({c, n_pos % c} - {0})
+
+
+def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_modes=1, dtype="complex64",
+                    batch=None, padding=0, per_frame_mask=False, refine_z=False,
+                    probe_from_data=False) -> dict[str, Term]:
+    """GPU bytes of a gradient-engine run, by term (see the module's docstring).
+
+    batch: patterns per step (None: all, the default full batch; a growing batch: its largest);
+    refine_z: z refined in the near field (a spectrum buffer per chunk shape); probe_from_data: the starting
+    probe is the data's (`initial.probe_from_data`, which fits its scale over every pattern at once). The
+    peak is the larger of the set-up's and the run's.
+    """
+    j = validation.integer("n_patterns", n_patterns)
+    ny, nx = validation.integer_pair("patch_shape", patch_shape)
+    h, w = validation.integer_pair("obj_shape", obj_shape)
+    mo = validation.integer("n_object_modes", n_object_modes)
+    k = validation.integer("n_probe_modes", n_probe_modes)
+    py, px = validation.integer_pair("padding", padding, low=0)
+    c = validation.complex_dtype(dtype)
+    real = c.itemsize // 2
+    b = j if batch is None else min(validation.integer("batch", batch), j)
+    by, bx = ny + 2 * py, nx + 2 * px
+    elements = mo * k * by * bx
+    per_position = elements * c.itemsize
+    record = min(b, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
+    shapes = sorted(set(chunk_sizes(b, per_position, elements)) | set(chunk_sizes(j % b, per_position, elements)
+                                                                       if j % b else ())
+                    | set(chunk_sizes(record, per_position, elements))
+                    | set(chunk_sizes(j % record, per_position, elements) if j % record else ()))
+    waves = min(fft.CACHE_BYTES, sum(shapes) * per_position) if shapes else 0
+    scratch = min(fft.CACHE_BYTES, sum(shapes) * mo * ny * nx * c.itemsize)
+    spectrum = min(fft.CACHE_BYTES, sum(shapes) * per_position) if refine_z else 0
+    obj = mo * h * w * c.itemsize
+    probe = k * ny * nx * c.itemsize
+    record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
+    step_bytes = obj + probe + b * (ny * 8 + 16)                   # the gradients, loss rows, position gradients
+    real_name = np.dtype(f"f{real}").name
+    terms = {
+        "data": Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name}"),
+        "mask": Term((j if per_frame_mask else 1) * ny * nx * real, "the mask"),
+    }
+    # phase 1, a probe from the data: its scale fitted with one mode over every pattern at once
+    one = mo * by * bx
+    from_data = (sum(chunk_sizes(j, one * c.itemsize, one)) * one * c.itemsize + j * ny * nx * real
+                 if probe_from_data else 0)
+    # phase 2, the engine's probe-scale fit: FIT_CHUNK_BYTES of intensities at a time, two products of them
+    fit = min(j, max(1, FIT_CHUNK_BYTES // (ny * nx * real)))
+    fit_bytes = obj + probe + sum(chunk_sizes(fit, per_position, elements)) * per_position + 3 * fit * ny * nx * real
+    # phase 3, the run
+    run = {
+        "object": Term(obj * PARAMETER_COPIES, f"the object, {mo} x {h} x {w} as {c.name} ({PARAMETER_COPIES} "
+                                               "copies: value, Adam's moments and two snapshots of them)"),
+        "probe": Term(probe * PARAMETER_COPIES, f"the probe, {k} x {ny} x {nx} ({PARAMETER_COPIES} copies)"),
+        "waves": Term(waves, f"FFT buffers of {', '.join(map(str, shapes))} positions x {mo * k} modes x "
+                             f"{by} x {bx} (one per chunk shape)"),
+        "scratch": Term(scratch, "gradient-patch buffers, one per chunk shape"),
+        "transient": Term(max(record_bytes, step_bytes), "the largest transient: the loss record's float64 terms "
+                                                         f"({record} patterns at a time) or a step's gradients"),
+    }
+    if spectrum:
+        run["spectrum"] = Term(spectrum, "forward spectra kept for the z gradient, one per chunk shape")
+    run_bytes = sum(t.bytes for t in run.values())
+    if run_bytes >= max(from_data, fit_bytes):
+        terms.update(run)
+    elif fit_bytes >= from_data:
+        terms["setup"] = Term(fit_bytes, f"the set-up: object, probe and the probe-scale fit, {fit} patterns at a "
+                                         "time (peaks before the run)")
+    else:
+        terms["setup"] = Term(from_data, "the set-up: the probe from the data, its scale fitted with one mode over "
+                                         f"all {j} patterns at once (peaks before the run)")
+    return terms
+
+
+def describe(terms: dict[str, Term], title: str) -> str:
+    total = sum(t.bytes for t in terms.values())
+    lines = [f"{title}: {format_bytes(total)}"]
+    for name, term in sorted(terms.items(), key=lambda kv: -kv[1].bytes):
+        lines.append(f"  {name:<10} {format_bytes(term.bytes):>10}  {term.text.rstrip(',')}")
+    return "\n".join(lines)
+
+
+def plan(dataset, config, *, device="cuda") -> dict[str, dict[str, Term]]:
+    """{"host": terms of a run on the CPU backend, "device": the GPU's terms (device "cuda")} of a reconstruction
+    of `dataset` (or its shape numbers, `budget.shapes_of`) with `config`."""
+    s = budget.shapes_of(dataset)
+    spec = getattr(config, "batch", None)
+    b = None if spec in (None, "full") else (spec.get("max") or None) if isinstance(spec, dict) else spec
+    k = max(getattr(config, "n_probe_modes", 1) or 1, s["stored_probe_modes"])
+    common = dict(n_object_modes=getattr(config, "n_object_modes", 1), n_probe_modes=k,
+                  dtype=getattr(config, "dtype", "complex64"), batch=b, padding=s["padding"],
+                  per_frame_mask=s["per_frame_mask"])
+    out = {"host": budget.estimate(s["n_patterns"], s["patch_shape"], s["obj_shape"], device="cpu", **common)}
+    if device == "cuda":
+        z = getattr(config, "z", None)
+        out["device"] = device_estimate(s["n_patterns"], s["patch_shape"], s["obj_shape"],
+                                        refine_z=bool(getattr(z, "enabled", False)),
+                                        probe_from_data=getattr(config, "init_probe", None) == "data", **common)
+    return out

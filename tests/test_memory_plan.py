@@ -1,0 +1,63 @@
+"""The GPU memory plan (cuptycho.memory_plan) against the emulated GPU's allocator, and `cuptycho plan`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EMULATED_GPU, gpu
+from cuptycho import Config, Group, fft, memory_plan, model, reconstruct, simulate
+
+CASES = {
+    "far field, full batch": (dict(preset="small_farfield"), dict(epochs=2)),
+    "far field, batch 8, 2 probe modes": (dict(preset="small_farfield"), dict(epochs=2, batch=8, n_probe_modes=2)),
+    "far field, 128 px, complex128": (dict(preset="small_farfield", shape=(128, 128)),
+                                      dict(epochs=2, batch=16, dtype="complex128")),
+    "near field, z refined": (dict(preset="small_nearfield"), dict(epochs=2, batch=8, z=Group(lr=1e-2))),
+}
+
+
+@gpu
+@pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
+@pytest.mark.parametrize("name", CASES)
+def test_the_gpu_plan_predicts_the_peak_within_20_percent(name):
+    import cupy
+
+    sim, options = CASES[name]
+    sim = dict(sim)
+    ds = simulate.preset(sim.pop("preset"), seed=1, **sim).dataset()
+    cfg = Config(backend="cuda", init_probe="data", probe=Group(enabled=True), positions=Group(lr=0.1), **options)
+    pool = cupy.get_default_memory_pool()
+    model.release_buffers()
+    base = pool.used_bytes()
+    pool.reset_high_water()
+    reconstruct(ds, cfg)
+    measured = pool.high_water() - base
+    predicted = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
+    assert abs(predicted / measured - 1) <= 0.2, (name, predicted, measured)
+
+
+@pytest.mark.parametrize("padding, refine_z", [(0, False), (64, True)])
+def test_the_production_case_fits_a_40_gb_gpu(padding, refine_z):
+    """10k patterns of 256^2 with 3 probe modes and a 4096^2 object, full batch, probe from the data."""
+    terms = memory_plan.device_estimate(10_000, (256, 256), (4096, 4096), n_probe_modes=3, padding=padding,
+                                        refine_z=refine_z, probe_from_data=True)
+    total = sum(t.bytes for t in terms.values())
+    assert 4e9 < total < 40e9
+    # the cached FFT buffers stay bounded by the cache, whatever the number of patterns
+    bigger = memory_plan.device_estimate(40_000, (256, 256), (4096, 4096), n_probe_modes=3, padding=padding,
+                                         refine_z=refine_z)
+    assert 0 < bigger["waves"].bytes <= fft.CACHE_BYTES
+
+
+def test_the_plan_command_prints_host_and_gpu_memory(tmp_path):
+    path = tmp_path / "sim.cxi"
+    ok = subprocess.run([sys.executable, "-m", "cuptycho", "simulate", "small_farfield", "-o", str(path)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    out = subprocess.run([sys.executable, "-m", "cuptycho", "plan", str(path), "--set", "batch=8"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "host memory, CPU backend:" in out.stdout and "GPU memory, cuda backend (peak):" in out.stdout
+    assert "the data, 49 patterns of 64 x 64 as float32" in out.stdout
