@@ -39,14 +39,12 @@ def chunk_sizes(n_pos, per_position, elements) -> list[int]:
 
 
 def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_modes=1, dtype="complex64",
-                    batch=None, padding=0, per_frame_mask=False, refine_z=False,
-                    probe_from_data=False) -> dict[str, Term]:
+                    batch=None, padding=0, per_frame_mask=False, refine_z=False) -> dict[str, Term]:
     """GPU bytes of a gradient-engine run, by term (see the module's docstring).
 
     batch: patterns per step (None: all, the default full batch; a growing batch: its largest);
-    refine_z: z refined in the near field (a spectrum buffer per chunk shape); probe_from_data: the starting
-    probe is the data's (`initial.probe_from_data`, which fits its scale over every pattern at once). The
-    peak is the larger of the set-up's and the run's.
+    refine_z: z refined in the near field (a spectrum buffer per chunk shape). The peak is the larger of the
+    set-up's (the probe-scale fit) and the run's.
     """
     j = validation.integer("n_patterns", n_patterns)
     ny, nx = validation.integer_pair("patch_shape", patch_shape)
@@ -77,14 +75,10 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
         "data": Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name}"),
         "mask": Term((j if per_frame_mask else 1) * ny * nx * real, "the mask"),
     }
-    # phase 1, a probe from the data: its scale fitted with one mode over every pattern at once
-    one = mo * by * bx
-    from_data = (sum(chunk_sizes(j, one * c.itemsize, one)) * one * c.itemsize + j * ny * nx * real
-                 if probe_from_data else 0)
-    # phase 2, the engine's probe-scale fit: FIT_CHUNK_BYTES of intensities at a time, two products of them
+    # the set-up's peak: the probe-scale fit, FIT_CHUNK_BYTES of intensities at a time, two products of them
     fit = min(j, max(1, FIT_CHUNK_BYTES // (ny * nx * real)))
     fit_bytes = obj + probe + sum(chunk_sizes(fit, per_position, elements)) * per_position + 3 * fit * ny * nx * real
-    # phase 3, the run
+    # the run's
     run = {
         "object": Term(obj * PARAMETER_COPIES, f"the object, {mo} x {h} x {w} as {c.name} ({PARAMETER_COPIES} "
                                                "copies: value, Adam's moments and two snapshots of them)"),
@@ -98,14 +92,11 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     if spectrum:
         run["spectrum"] = Term(spectrum, "forward spectra kept for the z gradient, one per chunk shape")
     run_bytes = sum(t.bytes for t in run.values())
-    if run_bytes >= max(from_data, fit_bytes):
+    if run_bytes >= fit_bytes:
         terms.update(run)
-    elif fit_bytes >= from_data:
+    else:
         terms["setup"] = Term(fit_bytes, f"the set-up: object, probe and the probe-scale fit, {fit} patterns at a "
                                          "time (peaks before the run)")
-    else:
-        terms["setup"] = Term(from_data, "the set-up: the probe from the data, its scale fitted with one mode over "
-                                         f"all {j} patterns at once (peaks before the run)")
     return terms
 
 
@@ -131,6 +122,5 @@ def plan(dataset, config, *, device="cuda") -> dict[str, dict[str, Term]]:
     if device == "cuda":
         z = getattr(config, "z", None)
         out["device"] = device_estimate(s["n_patterns"], s["patch_shape"], s["obj_shape"],
-                                        refine_z=bool(getattr(z, "enabled", False)),
-                                        probe_from_data=getattr(config, "init_probe", None) == "data", **common)
+                                        refine_z=bool(getattr(z, "enabled", False)), **common)
     return out
