@@ -59,13 +59,15 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     elements = mo * k * by * bx
     per_position = elements * c.itemsize
     record = min(b, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
-    shapes = sorted(set(chunk_sizes(b, per_position, elements)) | set(chunk_sizes(j % b, per_position, elements)
-                                                                       if j % b else ())
-                    | set(chunk_sizes(record, per_position, elements))
-                    | set(chunk_sizes(j % record, per_position, elements) if j % record else ()))
-    waves = min(fft.CACHE_BYTES, sum(shapes) * per_position) if shapes else 0
-    scratch = min(fft.CACHE_BYTES, sum(shapes) * mo * ny * nx * c.itemsize)
-    spectrum = min(fft.CACHE_BYTES, sum(shapes) * per_position) if refine_z else 0
+    # chunk lengths: a step's (its batch and the epoch's last, shorter batch) and the loss record's (forward only)
+    steps = set(chunk_sizes(b, per_position, elements)) | set(chunk_sizes(j % b, per_position, elements)
+                                                               if j % b else ())
+    records = set(chunk_sizes(record, per_position, elements)) | set(chunk_sizes(j % record, per_position, elements)
+                                                                      if j % record else ())
+    shapes = sorted(steps | records)
+    waves = min(fft.CACHE_BYTES, sum(shapes) * per_position)
+    scratch = min(fft.CACHE_BYTES, sum(steps) * mo * ny * nx * c.itemsize)
+    spectrum = min(fft.CACHE_BYTES, sum(steps) * per_position) if refine_z else 0
     obj = mo * h * w * c.itemsize
     probe = k * ny * nx * c.itemsize
     record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
