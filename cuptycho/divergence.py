@@ -17,8 +17,6 @@ import math
 import numpy as np
 
 from . import reference
-from .settings import batch_size
-
 
 LOSS_CHUNK_BYTES = 1 << 24          # float64 loss terms formed at once by `data_loss`
 
@@ -56,16 +54,18 @@ class DivergenceWatch:
         """(sum of the masked loss terms `name`, sum of the mask's weights) over every pattern in the loss,
         from the forward model in minibatches of the epoch's size (no gradients)."""
         n, f64 = self.ds.n_patterns, self.xp.float64
-        # the epoch's batch, but no more than LOSS_CHUNK_BYTES of float64 terms (a full batch held 4 x the data)
-        size = min(batch_size(self.batch_spec(), self.epoch, n), max(1, LOSS_CHUNK_BYTES // (8 * self.data[0].size)))
+        # LOSS_CHUNK_BYTES of float64 terms at a time (a full batch held 4 x the data), whatever the batch: a
+        # sequential PIE engine's batch of one made it one forward and two host round trips per pattern
+        size = min(n, max(1, LOSS_CHUNK_BYTES // (8 * self.data[0].size)))
         total = weight = 0.0
         for start in range(0, n, size):
             idx = np.arange(start, min(start + size, n))
             data, mask = self.batch_data(idx)
             intensity = self.model_intensity(idx, self.batch_positions(idx))
-            total += float((mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum())
-            weight += float(mask.sum()) * (len(idx) if mask.ndim == 2 else 1)
-        return total, weight
+            # summed where the arrays live: one transfer of each sum at the end
+            total = total + (mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum()
+            weight = weight + mask.sum(dtype=f64) * (len(idx) if mask.ndim == 2 else 1)
+        return float(total), float(weight)
 
     def measure(self, key):
         """The current state's loss over every pattern as an epoch with loss definition `key` (`loss_key`)

@@ -358,7 +358,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
             total += self.step(idx, epoch, profile) * len(idx)
             self.after_step(epoch, profile)
         self.end_epoch(epoch, profile)
-        return total / n, size, profile
+        return float(total) / n, size, profile       # a step's loss may be a device scalar: one transfer per epoch
 
     def after_step(self, epoch, profile):
         """Hook: called after every minibatch step (the gradient engine does nothing here)."""

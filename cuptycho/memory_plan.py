@@ -58,7 +58,7 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     by, bx = ny + 2 * py, nx + 2 * px
     elements = mo * k * by * bx
     per_position = elements * c.itemsize
-    record = min(b, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
+    record = min(j, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
     # chunk lengths: a step's (its batch and the epoch's last, shorter batch) and the loss record's (forward only)
     steps = set(chunk_sizes(b, per_position, elements)) | set(chunk_sizes(j % b, per_position, elements)
                                                                if j % b else ())

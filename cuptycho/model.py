@@ -201,7 +201,7 @@ GRADIENTS = frozenset({"object", "probe", "positions", "z", "scale", "background
 
 def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
                   pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
-                  z_direction=(1.0, 0.0), n_total=None):
+                  z_direction=(1.0, 0.0), n_total=None, value_on_device=False):
     """(loss, grads) exactly as `reference.loss_and_grad`, computed by the kernels.
 
     `wanted`: the gradients to return; leaving out "positions" skips their reduction and leaving
@@ -211,6 +211,8 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
     "background" gradients come back for those given (and wanted). z_direction = (dz, ds): the "z"
     gradient is the derivative along z + dz t and pixel_size (1 + ds t) (`geometry.phase_derivative`).
     n_total: the patterns the loss averages over (default J: more when these are one rank's part of a batch).
+    value_on_device: the loss as a 0-d array where it was summed, not a float (no host round trip per call:
+    the sequential PIE engines evaluate once per position).
 
     `profile`: a dict to which the seconds spent in each of `STAGES` are added; the GPU is then
     synchronised at stage boundaries (exact attribution, slower). None: no synchronisation.
@@ -276,4 +278,5 @@ def loss_and_grad(device, obj, probe, positions, data, mask, *, loss, propagator
         grads["scale"] = scale_rows.sum(axis=1)
     if "background" in detector_grads:
         grads["background"] = dl_di if per_pattern else grad_b
-    return float(loss_rows.sum()) / n_total, grads
+    value = loss_rows.sum() / n_total
+    return (value if value_on_device else float(value)), grads

@@ -32,11 +32,12 @@ def forward(device, obj, probe, positions, *, propagator, z=None, wavelength=Non
 
 def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=None, wavelength=None,
              pixel_size=None, padding=(0, 0), profile=None, wanted=GRADIENTS, scale=None, background=None,
-             z_direction=(1.0, 0.0), n_total=None):
+             z_direction=(1.0, 0.0), n_total=None, value_on_device=False):
     """(loss, grads) of MATH.md: the `wanted` gradients of object, probe, positions, z and (when given) the
     detector model's scale per pattern and background. The "z" gradient is the derivative along
     z_direction = (dz, ds): z + dz t and the pixel size scaled by 1 + ds t (plain dL/dz by default).
     n_total: the patterns the loss averages over (default all given; more for one rank's part of a batch).
+    value_on_device: the loss as a 0-d array on the arrays' device rather than a float (no host round trip).
 
     The kernels skip the position reduction and dL/dz when they are not wanted; the reference
     computes everything and returns the wanted ones."""
@@ -51,7 +52,7 @@ def evaluate(device, obj, probe, positions, data, mask, *, loss, propagator, z=N
     return model.loss_and_grad(device, obj, probe, positions, data, mask, loss=loss, propagator=propagator, z=z,
                                wavelength=wavelength, pixel_size=pixel_size, padding=padding, profile=profile,
                                wanted=wanted, scale=scale, background=background, z_direction=z_direction,
-                               n_total=n_total)
+                               n_total=n_total, value_on_device=value_on_device)
 
 
 def patch_fwd(device, obj, positions, patch_shape):

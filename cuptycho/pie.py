@@ -154,8 +154,9 @@ class PIEReconstruction(Reconstruction):
         self.refine_positions(profile)
 
     def step(self, idx, epoch, profile=None):
-        """One PIE update from the patterns `idx`; returns their mean gaussian loss before it. With
-        position refinement active, the patches before and after it wait for registration."""
+        """One PIE update from the patterns `idx`; returns their mean gaussian loss before it (a 0-d array on the
+        device: the epoch sums them there, so a position costs no host round trip). With position refinement
+        active, the patches before and after it wait for registration."""
         xp, device = self.xp, self.device
         refine = self._active("positions", epoch)
         pos = self.batch_positions(idx)
@@ -164,7 +165,8 @@ class PIEReconstruction(Reconstruction):
         local = backends.to_device(self.device, np.ascontiguousarray(pos - np.array([y0, x0], np.float64)))
         data, mask = self.batch_data(idx)
         value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
-                                    wanted=frozenset({"object", "probe"}), **self.model_kwargs())
+                                    wanted=frozenset({"object", "probe"}), value_on_device=True,
+                                    **self.model_kwargs())
         s = self.settings
         gain = -0.5 * len(idx) * self.step_scale            # dpsi = -(J/2) G_psi
         shape = self.probe.shape[-2:]

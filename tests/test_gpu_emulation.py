@@ -178,3 +178,25 @@ def test_the_engine_pie_and_api_suites_pass_on_the_cuda_backend():
                            *(str(root / f) for f in ("test_api.py", "test_engine.py", "test_pie.py"))],
                           env=env, capture_output=True, text=True, cwd=root.parent)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+@emulated
+def test_a_sequential_pie_epoch_on_the_gpu_returns_to_the_host_a_fixed_number_of_times():
+    """The loss of every position stays on the device, summed there, and the per-epoch loss record works in
+    chunks of bytes rather than of the engine's batch of one: host round trips per epoch do not grow with the
+    number of positions (they were ~3 per position)."""
+    from cuptycho import Config, Group, create, simulate
+    from gpu_emulation import device_array
+
+    counts = []
+    for scan in ((5, 5), (7, 7)):
+        exp = simulate.preset("small_farfield", seed=1, scan_size=scan, position_error=2.0)
+        ds = exp.dataset()
+        ds.probe = exp.probe
+        rec = create(ds, Config(engine="mpie", epochs=2, backend="cuda", probe=Group(enabled=True),
+                                positions=Group(lr=0.2, start_epoch=1)))
+        rec.run(until=1)
+        before = device_array.transfers["to_host"]
+        rec.run(until=2)
+        counts.append(device_array.transfers["to_host"] - before)
+    assert counts[0] == counts[1] and counts[1] <= 16, counts

@@ -21,6 +21,14 @@ import weakref
 import numpy as np
 import scipy.fft
 
+# device -> host transfers (a GPU synchronises for each): get, asnumpy, float(), int(), bool(), item(), tolist()
+transfers = {"to_host": 0}
+
+
+def _to_host():
+    transfers["to_host"] += 1
+
+
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
              "Please use `.get()` to construct a NumPy array explicitly.")
 
@@ -145,6 +153,7 @@ class ndarray:
         raise TypeError(_IMPLICIT)
 
     def get(self, stream=None, order="C", out=None):
+        _to_host()
         if out is not None:
             out[...] = self._a
             return out
@@ -167,24 +176,31 @@ class ndarray:
         return asarray, (self._a.copy(),)
 
     def item(self, *args):
+        _to_host()
         return self._a.item(*args)
 
     def tolist(self):
+        _to_host()
         return self._a.tolist()
 
     def __float__(self):
+        _to_host()
         return float(self._a)
 
     def __int__(self):
+        _to_host()
         return int(self._a)
 
     def __complex__(self):
+        _to_host()
         return complex(self._a)
 
     def __bool__(self):
+        _to_host()
         return bool(self._a)
 
     def __index__(self):
+        _to_host()
         return self._a.__index__()
 
     def __repr__(self):
