@@ -134,6 +134,7 @@ class PIEReconstruction(Reconstruction):
             self.momentum = {"object": [self.obj.copy(), xp.zeros_like(self.obj)],
                              "probe": [self.probe.copy(), xp.zeros_like(self.probe)]}
         self.pending = []                       # (rows, patches before, patches after) awaiting registration
+        self._scan_on_device = (None, None)     # (epoch, every position on the GPU): see local_positions
 
     def _groups(self):
         return {"positions": self.correction}   # object and probe move by PIE steps, not by Adam
@@ -162,7 +163,7 @@ class PIEReconstruction(Reconstruction):
         pos = self.batch_positions(idx)
         y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
         obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
-        local = backends.to_device(self.device, np.ascontiguousarray(pos - np.array([y0, x0], np.float64)))
+        local = self.local_positions(idx, epoch, pos, (y0, x0))
         data, mask = self.batch_data(idx)
         value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
                                     wanted=frozenset({"object", "probe"}), value_on_device=True,
@@ -195,6 +196,25 @@ class PIEReconstruction(Reconstruction):
                 self.pending.append((idx, before[:, 0], after[:, 0]))
             self._momentum(len(idx), epoch)
         return value
+
+    def local_positions(self, idx, epoch, pos, corner):
+        """The positions `pos` of patterns `idx` relative to `corner`, on the device. On a GPU without an upload
+        per step (a synchronous copy from host memory waits for the GPU): every position goes up once per
+        epoch and after each registration, the only changes of a PIE scan within an epoch, and a step slices
+        its own (same values: the same float64 arithmetic on the same numbers)."""
+        if self.device != "cuda":
+            return np.ascontiguousarray(pos - np.array(corner, np.float64))
+        held_epoch, scan = self._scan_on_device
+        if scan is None or held_epoch != epoch:
+            scan = backends.to_device(self.device, self.batch_positions(np.arange(self.ds.n_patterns)))
+            self._scan_on_device = (epoch, scan)
+        if idx[-1] - idx[0] + 1 == len(idx):                 # sorted and contiguous (one position): a slice
+            local = scan[int(idx[0]):int(idx[-1]) + 1].copy()
+        else:
+            local = scan[self.xp.asarray(idx)]
+        local[:, 0] -= corner[0]
+        local[:, 1] -= corner[1]
+        return local
 
     def _momentum(self, count, epoch):
         """mPIE: every `momentum_every` position updates, v <- friction v + (X - X_then); X += feedback v."""
@@ -245,6 +265,7 @@ class PIEReconstruction(Reconstruction):
         limit = self.settings.position_max_step
         self.correction[rows] = old + np.clip(step, -limit, limit)
         self._clip_positions()
+        self._scan_on_device = (None, None)
 
     # ---- checkpoints
     def state_dict(self) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.fft
 
 # device -> host transfers (a GPU synchronises for each): get, asnumpy, float(), int(), bool(), item(), tolist()
-transfers = {"to_host": 0}
+transfers = {"to_host": 0, "to_device": 0}     # and host -> device: asarray / array of a host array, setitem
 
 
 def _to_host():
@@ -267,6 +267,8 @@ class ndarray:
         # part of one it is refused like any other fill with a non-scalar host array
         if isinstance(value, np.ndarray) and value.ndim > 0 and not _whole(key):
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+        if isinstance(value, np.ndarray):
+            transfers["to_device"] += 1
         self._a[self._key(key)] = value._a if isinstance(value, ndarray) else value
 
     # -- arithmetic: NumPy's ufuncs, on device arrays only ----------------------------------------
@@ -315,12 +317,14 @@ ndarray.__invert__ = lambda self: np.invert(self)
 def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
         return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
+    transfers["to_device"] += 1
     return wrap(np.array(a, dtype=dtype, order=order or "K", copy=True))
 
 
 def array(obj, dtype=None, copy=True, order="K", ndmin=0):
     if isinstance(obj, ndarray):
         return wrap(np.array(obj._a, dtype=dtype, copy=copy, order=order, ndmin=ndmin))
+    transfers["to_device"] += 1
     return wrap(np.array(obj, dtype=dtype, copy=True, order=order, ndmin=ndmin))
 
 
