@@ -23,6 +23,8 @@ ENGINE_BACKEND = os.environ.get("CUPTYCHO_TEST_BACKEND", "cpu")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: runs the cuda backend (a real GPU, else the emulated one)")
+    config.addinivalue_line("markers", "long_reconstruction: a reconstruction of hundreds of epochs to a quality "
+                                       "threshold; the emulated GPU's rerun of the engine suites leaves it out")
 
 
 def pytest_runtest_setup(item):

@@ -213,6 +213,7 @@ def test_z_refinement_from_20_percent_off():
     assert result.history[0]["z_error"] > 0.05                # it did start far off
 
 
+@pytest.mark.long_reconstruction
 def test_position_refinement_from_3_px_rms():
     exp = simulate.preset("small_farfield", seed=1, position_error=3.0)
     ds = exp.dataset()
@@ -232,6 +233,7 @@ def test_numpy_backend_runs_the_same_engine(farfield):
     np.testing.assert_allclose(a.object, b.object, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.long_reconstruction
 def test_blind_farfield_object_and_probe_from_the_data():
     """Probe from the mean pattern (DAP), refined with the object: no knowledge of the illumination."""
     exp = simulate.preset("small_farfield", seed=1)

@@ -315,6 +315,7 @@ def test_profile_times_the_pie_stages(farfield):
 
 # --------------------------------------------------------------------------- convergence (CPU, seconds each)
 
+@pytest.mark.long_reconstruction
 @pytest.mark.parametrize("engine, epochs, batch", [("epie", 100, None), ("rpie", 60, None), ("mpie", 40, None),
                                                    ("mpie", 200, 8)])
 def test_each_engine_reconstructs_the_farfield_object(farfield, engine, epochs, batch):
@@ -333,6 +334,7 @@ def test_nearfield_rpie_reconstructs_the_object():
     assert result.history[-1]["object_correlation"] >= 0.95
 
 
+@pytest.mark.long_reconstruction
 def test_blind_mpie_refines_three_probe_modes():
     exp = simulate.preset("small_farfield", seed=1, n_probe_modes=3)
     ds = exp.dataset()
@@ -357,6 +359,7 @@ def test_blind_multi_mode_position_refinement_warns():
         create(ds, Config(engine="rpie", backend=ENGINE_BACKEND, positions=Group(enabled=True)))
 
 
+@pytest.mark.long_reconstruction
 def test_position_refinement_from_5_px_rms():
     """128 px patterns, 6 x 6 raster (~9.6 px steps), positions 5 px RMS off: the registration of each
     position's update drives a per-position Adam to < 0.5 px RMS."""
