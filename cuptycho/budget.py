@@ -113,6 +113,20 @@ class Term:
     text: str
 
 
+def sizes(n_patterns, patch_shape, obj_shape, n_object_modes, n_probe_modes, padding, dtype, batch):
+    """The checked numbers of a memory estimate: (J, (Ny, Nx), (H, W), Mo, K, the padded wave buffer
+    (Ny + 2 py, Nx + 2 px), the complex dtype, the patterns per step (None: J))."""
+    j = validation.integer("n_patterns", n_patterns)
+    ny, nx = validation.integer_pair("patch_shape", patch_shape)
+    obj = validation.integer_pair("obj_shape", obj_shape)
+    mo = validation.integer("n_object_modes", n_object_modes)
+    k = validation.integer("n_probe_modes", n_probe_modes)
+    py, px = validation.integer_pair("padding", padding, low=0)
+    c = validation.complex_dtype(dtype)
+    b = j if batch is None else min(validation.integer("batch", batch), j)
+    return j, (ny, nx), obj, mo, k, (ny + 2 * py, nx + 2 * px), c, b
+
+
 def estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_modes=1, dtype="complex64",
              batch=None, padding=0, per_frame_mask=False, device=None) -> dict[str, Term]:
     """Host bytes of a reconstruction, by term: "data", "mask", "object", "probe", "waves".
@@ -131,16 +145,9 @@ def estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_mo
     device : str, optional
         "cpu": the kernels work through a batch in chunks of a few MiB of waves.
     """
-    j = validation.integer("n_patterns", n_patterns)
-    ny, nx = validation.integer_pair("patch_shape", patch_shape)
-    h, w = validation.integer_pair("obj_shape", obj_shape)
-    mo = validation.integer("n_object_modes", n_object_modes)
-    k = validation.integer("n_probe_modes", n_probe_modes)
-    py, px = validation.integer_pair("padding", padding, low=0)
-    c = validation.complex_dtype(dtype)
+    j, (ny, nx), (h, w), mo, k, (by, bx), c, b = sizes(n_patterns, patch_shape, obj_shape, n_object_modes,
+                                                       n_probe_modes, padding, dtype, batch)
     real = c.itemsize // 2
-    b = j if batch is None else min(validation.integer("batch", batch), j)
-    by, bx = ny + 2 * py, nx + 2 * px
     per_position = mo * k * by * bx * c.itemsize
     if device == "cpu":
         b = min(b, max(os.cpu_count() or 1, CPU_CHUNK_BYTES // per_position))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import budget, fft, model, validation
+from . import budget, fft, model
 from .budget import Term, format_bytes
 
 # value + Adam's two moments, and two snapshots of those three (divergence watch): 9 copies all run,
@@ -46,16 +46,9 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     refine_z: z refined in the near field (a spectrum buffer per chunk shape). The peak is the larger of the
     set-up's (the probe-scale fit) and the run's.
     """
-    j = validation.integer("n_patterns", n_patterns)
-    ny, nx = validation.integer_pair("patch_shape", patch_shape)
-    h, w = validation.integer_pair("obj_shape", obj_shape)
-    mo = validation.integer("n_object_modes", n_object_modes)
-    k = validation.integer("n_probe_modes", n_probe_modes)
-    py, px = validation.integer_pair("padding", padding, low=0)
-    c = validation.complex_dtype(dtype)
+    j, (ny, nx), (h, w), mo, k, (by, bx), c, b = budget.sizes(n_patterns, patch_shape, obj_shape, n_object_modes,
+                                                              n_probe_modes, padding, dtype, batch)
     real = c.itemsize // 2
-    b = j if batch is None else min(validation.integer("batch", batch), j)
-    by, bx = ny + 2 * py, nx + 2 * px
     elements = mo * k * by * bx
     per_position = elements * c.itemsize
     record = min(j, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
