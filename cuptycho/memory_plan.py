@@ -4,13 +4,13 @@
 engine and `model.loss_and_grad` make:
 
 - the data and mask, held on the device for the whole run;
-- object and probe: value, Adam's two moments, the gradient during a step, and the divergence watch's two
-  snapshots (best state, last state awaiting confirmation) of value and moments;
+- object and probe: value and Adam's two moments; the divergence watch's snapshot of the best state, and
+  during the steps the gradient and a second snapshot (the last state, awaiting confirmation);
 - the cached work buffers: one FFT buffer per distinct chunk shape (the step's chunks, and the chunks of
   the per-epoch loss record) and one gradient-patch scratch buffer per shape, each cache bounded by
   `fft.CACHE_BYTES`; with z refined in the near field a spectrum buffer per shape too;
-- the largest transient: the loss record's float64 terms (`divergence.LOSS_CHUNK_BYTES` at a time) or a
-  step's row sums and gradients.
+- the transient of the phase that peaks: the loss record's float64 terms (`LOSS_CHUNK_BYTES` at a time),
+  or a step's row sums and position gradients.
 
 `plan(...)` returns the terms and their sum; `cuptycho plan DATA` prints them next to the host's.
 Checked against the emulated GPU's allocator (tests/test_memory_plan.py).
@@ -22,9 +22,11 @@ import numpy as np
 from . import budget, fft, model
 from .budget import Term, format_bytes
 
-# value + Adam's two moments, and two snapshots of those three (divergence watch): 9 copies all run,
-# plus the gradient during a step
-PARAMETER_COPIES = 9
+# Copies of object and probe alive (value, Adam's two moments, snapshots of those three for the divergence
+# watch): during the per-epoch loss record the best state's snapshot alone (6); during the steps also the
+# last epoch's snapshot awaiting confirmation, and the gradient (10)
+RECORD_COPIES = 6
+STEP_COPIES = 10
 # the loss record's float64 arrays alive at once per pattern pixel: intensity and data as float64, the
 # loss terms, the masked terms and the mask broadcast over them
 LOSS_RECORD_ARRAYS = 5
@@ -64,7 +66,11 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     obj = mo * h * w * c.itemsize
     probe = k * ny * nx * c.itemsize
     record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
-    step_bytes = obj + probe + b * (ny * 8 + 16)                   # the gradients, loss rows, position gradients
+    step_bytes = b * (ny * 8 + 16)                                 # the loss rows and position gradients
+    in_record = RECORD_COPIES * (obj + probe) + record_bytes >= STEP_COPIES * (obj + probe) + step_bytes
+    copies = RECORD_COPIES if in_record else STEP_COPIES
+    held = ("value, Adam's moments and the best state's snapshot of them" if in_record else
+            "value, gradient, Adam's moments and two snapshots of value and moments")
     real_name = np.dtype(f"f{real}").name
     terms = {
         "data": Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name}"),
@@ -75,14 +81,14 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     fit_bytes = obj + probe + sum(chunk_sizes(fit, per_position, elements)) * per_position + 3 * fit * ny * nx * real
     # the run's
     run = {
-        "object": Term(obj * PARAMETER_COPIES, f"the object, {mo} x {h} x {w} as {c.name} ({PARAMETER_COPIES} "
-                                               "copies: value, Adam's moments and two snapshots of them)"),
-        "probe": Term(probe * PARAMETER_COPIES, f"the probe, {k} x {ny} x {nx} ({PARAMETER_COPIES} copies)"),
+        "object": Term(obj * copies, f"the object, {mo} x {h} x {w} as {c.name} ({copies} copies: {held})"),
+        "probe": Term(probe * copies, f"the probe, {k} x {ny} x {nx} ({copies} copies)"),
         "waves": Term(waves, f"FFT buffers of {', '.join(map(str, shapes))} positions x {mo * k} modes x "
                              f"{by} x {bx} (one per chunk shape)"),
         "scratch": Term(scratch, "gradient-patch buffers, one per chunk shape"),
-        "transient": Term(max(record_bytes, step_bytes), "the largest transient: the loss record's float64 terms "
-                                                         f"({record} patterns at a time) or a step's gradients"),
+        "transient": Term(record_bytes if in_record else step_bytes,
+                          f"the loss record's float64 terms, {record} patterns at a time" if in_record else
+                          "a step's loss rows and position gradients"),
     }
     if spectrum:
         run["spectrum"] = Term(spectrum, "forward spectra kept for the z gradient, one per chunk shape")

@@ -1,8 +1,10 @@
 """The GPU memory plan (cuptycho.memory_plan) against the emulated GPU's allocator, and `cuptycho plan`."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +43,31 @@ def test_the_gpu_plan_predicts_the_peak_within_20_percent(name, monkeypatch):
     measured = pool.high_water() - base
     predicted = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
     assert abs(predicted / measured - 1) <= 0.2, (name, predicted, measured)
+
+
+@gpu
+@pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
+def test_the_gpu_plan_predicts_the_peak_on_measured_data():
+    """The PETRA III near-field scan with the command line's defaults for it (5 epochs)."""
+    import cupy
+
+    from cuptycho import config, io
+    from cuptycho.run import new_run_config
+
+    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "petra3_p25_nearfield" / \
+        "PETRAIII_P25_Near_Field_Ptycho.cxi"
+    if not path.exists():
+        pytest.skip(f"{path.resolve()} is absent (../shared/data sits next to a development checkout; CI has it)")
+    ds = io.load(path)
+    cfg = dataclasses.replace(new_run_config(config.RunConfig(), ds), epochs=5, backend="cuda")
+    pool = cupy.get_default_memory_pool()
+    model.release_buffers()
+    base = pool.used_bytes()
+    pool.reset_high_water()
+    reconstruct(ds, cfg)
+    measured = pool.high_water() - base
+    predicted = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
+    assert abs(predicted / measured - 1) <= 0.2, (predicted, measured)
 
 
 @pytest.mark.parametrize("padding, refine_z", [(0, False), (64, True)])
