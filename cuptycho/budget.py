@@ -190,6 +190,16 @@ def shapes_of(dataset) -> dict:
             "stored_probe_modes": 0 if probe is None else (1 if np.ndim(probe) == 2 else int(np.shape(probe)[0]))}
 
 
+def largest_batch(spec):
+    """The most patterns a step of batch option `spec` takes: None for the full batch ("full" or None), a
+    growing batch's max (None when it grows to the full set), else the number."""
+    if spec is None or spec == "full":
+        return None
+    if isinstance(spec, dict):
+        return spec.get("max") or None
+    return spec
+
+
 def check(dataset, config, *, batch=None, device=None, budget=None) -> dict[str, Term]:
     """Refuse a reconstruction whose memory estimate exceeds the budget, before anything is allocated.
 
@@ -214,14 +224,8 @@ def check(dataset, config, *, batch=None, device=None, budget=None) -> dict[str,
         100 x 98 pixels (...) needs 51 TiB; the run needs about 51 TiB and this machine has 23 GiB".
     """
     s = shapes_of(dataset)
-    spec = _get(config, "batch") if batch is None else batch
     n = s["n_patterns"]
-    if spec is None or spec == "full":
-        b = None
-    elif isinstance(spec, dict):
-        b = spec.get("max") or None                     # a growing batch ends at its max (or the full set)
-    else:
-        b = spec
+    b = largest_batch(_get(config, "batch") if batch is None else batch)
     wanted = _get(config, "n_probe_modes") or 1
     terms = estimate(n, s["patch_shape"], s["obj_shape"], n_object_modes=_get(config, "n_object_modes", 1),
                      n_probe_modes=max(wanted, s["stored_probe_modes"]), dtype=_get(config, "dtype", "complex64"),

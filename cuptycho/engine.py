@@ -24,8 +24,8 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, guesses, metrics, ops,
-               position_search, position_step, reference, regularisers, validation)
+from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, guesses, memory_plan, metrics,
+               ops, position_search, position_step, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
@@ -75,6 +75,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         self.constraints = table(Constraints, config.constraints)
         self.device = backends.resolve(config.backend)
         budget.check(dataset, config, batch=self.batch_spec(), device=self.device)    # before allocating
+        if self.device == "cuda":
+            memory_plan.check_device(dataset, config, backends.cupy_module().cuda.Device().mem_info[1],
+                                     batch=self.batch_spec())
         self.xp = np if self.device in ("numpy", "cpu") else backends.cupy_module()
         self.dtype = np.dtype(config.dtype)
         self.real = reference.real_dtype(self.dtype)

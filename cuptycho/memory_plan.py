@@ -12,8 +12,9 @@ engine and `model.loss_and_grad` make:
 - the transient of the phase that peaks: the loss record's float64 terms (`LOSS_CHUNK_BYTES` at a time),
   or a step's row sums and position gradients.
 
-`plan(...)` returns the terms and their sum; `cuptycho plan DATA` prints them next to the host's.
-Checked against the emulated GPU's allocator (tests/test_memory_plan.py).
+`plan(...)` returns the terms; `cuptycho plan DATA` prints them next to the host's; every engine on a GPU
+calls `check_device` before allocating (the PIE engines hold about as much: a batch of one, mPIE's momentum
+two more copies of object and probe). Checked against the emulated GPU's allocator (tests/test_memory_plan.py).
 """
 from __future__ import annotations
 
@@ -109,12 +110,12 @@ def describe(terms: dict[str, Term], title: str) -> str:
     return "\n".join(lines)
 
 
-def plan(dataset, config, *, device="cuda") -> dict[str, dict[str, Term]]:
+def plan(dataset, config, *, device="cuda", batch=None) -> dict[str, dict[str, Term]]:
     """{"host": terms of a run on the CPU backend, "device": the GPU's terms (device "cuda")} of a reconstruction
-    of `dataset` (or its shape numbers, `budget.shapes_of`) with `config`."""
+    of `dataset` (or its shape numbers, `budget.shapes_of`) with `config` (batch: the engine's batch option,
+    default config.batch)."""
     s = budget.shapes_of(dataset)
-    spec = getattr(config, "batch", None)
-    b = None if spec in (None, "full") else (spec.get("max") or None) if isinstance(spec, dict) else spec
+    b = budget.largest_batch(getattr(config, "batch", None) if batch is None else batch)
     k = max(getattr(config, "n_probe_modes", 1) or 1, s["stored_probe_modes"])
     common = dict(n_object_modes=getattr(config, "n_object_modes", 1), n_probe_modes=k,
                   dtype=getattr(config, "dtype", "complex64"), batch=b, padding=s["padding"],
@@ -125,3 +126,17 @@ def plan(dataset, config, *, device="cuda") -> dict[str, dict[str, Term]]:
         out["device"] = device_estimate(s["n_patterns"], s["patch_shape"], s["obj_shape"],
                                         refine_z=bool(getattr(z, "enabled", False)), **common)
     return out
+
+
+def check_device(dataset, config, device_bytes, *, batch=None) -> dict[str, Term]:
+    """The GPU terms of the run, or MemoryBudgetError before anything is allocated when their sum exceeds
+    `device_bytes` (the GPU's memory), naming the largest term."""
+    terms = plan(dataset, config, batch=batch)["device"]
+    total = sum(t.bytes for t in terms.values())
+    if total > device_bytes:
+        worst = max(terms.values(), key=lambda t: t.bytes)
+        raise budget.MemoryBudgetError(
+            f"{worst.text} needs {format_bytes(worst.bytes)} of GPU memory; the run needs about "
+            f"{format_bytes(total)} and the GPU has {format_bytes(device_bytes)} (`cuptycho plan` prints every term; "
+            "a smaller batch, CUPTYCHO_GPU_CHUNK_BYTES or complex64 need less)")
+    return terms

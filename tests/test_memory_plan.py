@@ -93,3 +93,23 @@ def test_the_plan_command_prints_host_and_gpu_memory(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "host memory, CPU backend:" in out.stdout and "GPU memory, cuda backend (peak):" in out.stdout
     assert "the data, 49 patterns of 64 x 64 as float32" in out.stdout
+
+
+@gpu
+def test_a_run_that_cannot_fit_the_gpu_is_refused_before_anything_is_allocated(monkeypatch):
+    """The engine checks the plan against the GPU's memory first: one error naming the largest term."""
+    import cupy
+
+    from cuptycho import budget, engine
+
+    ds = simulate.preset("small_farfield", seed=1).dataset()
+    cfg = Config(backend="cuda", init_probe="data", epochs=1)
+    need = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
+    pool = cupy.get_default_memory_pool()
+    before = pool.used_bytes()
+    monkeypatch.setattr(cupy.cuda.Device, "mem_info", property(lambda self: (need // 2, need // 2)))
+    with pytest.raises(budget.MemoryBudgetError, match=r"of GPU memory; the run needs about .* and the GPU has"):
+        engine.Reconstruction(ds, cfg)
+    assert pool.used_bytes() == before
+    monkeypatch.setattr(cupy.cuda.Device, "mem_info", property(lambda self: (need, need)))
+    engine.Reconstruction(ds, cfg)                                  # exactly enough: it runs
