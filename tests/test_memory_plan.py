@@ -22,12 +22,22 @@ CASES = {
 }
 
 
+def predicted_and_measured(ds, cfg):
+    """(the plan's GPU bytes, the emulated allocator's high-water mark over a reconstruction)."""
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    model.release_buffers()
+    base = pool.used_bytes()
+    pool.reset_high_water()
+    reconstruct(ds, cfg)
+    return sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values()), pool.high_water() - base
+
+
 @gpu
 @pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
 @pytest.mark.parametrize("name", CASES)
 def test_the_gpu_plan_predicts_the_peak_within_20_percent(name, monkeypatch):
-    import cupy
-
     if "chunked" in name:
         monkeypatch.setattr(model, "GPU_CHUNK_BYTES", 5 * 2 * 64 * 64 * 8)
 
@@ -35,13 +45,7 @@ def test_the_gpu_plan_predicts_the_peak_within_20_percent(name, monkeypatch):
     sim = dict(sim)
     ds = simulate.preset(sim.pop("preset"), seed=1, **sim).dataset()
     cfg = Config(backend="cuda", init_probe="data", probe=Group(enabled=True), positions=Group(lr=0.1), **options)
-    pool = cupy.get_default_memory_pool()
-    model.release_buffers()
-    base = pool.used_bytes()
-    pool.reset_high_water()
-    reconstruct(ds, cfg)
-    measured = pool.high_water() - base
-    predicted = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
+    predicted, measured = predicted_and_measured(ds, cfg)
     assert abs(predicted / measured - 1) <= 0.2, (name, predicted, measured)
 
 
@@ -49,8 +53,6 @@ def test_the_gpu_plan_predicts_the_peak_within_20_percent(name, monkeypatch):
 @pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
 def test_the_gpu_plan_predicts_the_peak_on_measured_data():
     """The PETRA III near-field scan with the command line's defaults for it (5 epochs)."""
-    import cupy
-
     from cuptycho import config, io
     from cuptycho.run import new_run_config
 
@@ -60,13 +62,7 @@ def test_the_gpu_plan_predicts_the_peak_on_measured_data():
         pytest.skip(f"{path.resolve()} is absent (../shared/data sits next to a development checkout; CI has it)")
     ds = io.load(path)
     cfg = dataclasses.replace(new_run_config(config.RunConfig(), ds), epochs=5, backend="cuda")
-    pool = cupy.get_default_memory_pool()
-    model.release_buffers()
-    base = pool.used_bytes()
-    pool.reset_high_water()
-    reconstruct(ds, cfg)
-    measured = pool.high_water() - base
-    predicted = sum(t.bytes for t in memory_plan.plan(ds, cfg)["device"].values())
+    predicted, measured = predicted_and_measured(ds, cfg)
     assert abs(predicted / measured - 1) <= 0.2, (predicted, measured)
 
 
