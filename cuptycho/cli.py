@@ -135,14 +135,10 @@ def info_cmd(args) -> int:
 def plan_cmd(args) -> int:
     from . import config as C
     from . import io, memory_plan
-    from .run import new_run_config, reader_options
+    from .run import new_run_config, reader_options, with_overrides
 
     run = C.load(args.config) if args.config else C.RunConfig()
-    if args.set:
-        doc = C.to_dict(run.config, data=run.data, output=run.output)
-        for key, value in (C.parse_assignment(text) for text in args.set):
-            doc = C.override(doc, key, value)
-        run = C.from_dict(doc, source="the command line")
+    run = with_overrides(run, dict(C.parse_assignment(text) for text in args.set or ()))
     path = args.data or run.data.get("path")
     if not path:
         raise ValueError("no data file: give DATA, or path in the config's [data] table")

@@ -17,8 +17,7 @@ import math
 import numpy as np
 
 from . import reference
-
-LOSS_CHUNK_BYTES = 1 << 24          # float64 loss terms formed at once by `data_loss`
+from .memory_plan import LOSS_CHUNK_BYTES   # a module global here too: the tests shrink it
 
 
 class DivergenceWatch:
@@ -52,7 +51,7 @@ class DivergenceWatch:
 
     def data_loss(self, name):
         """(sum of the masked loss terms `name`, sum of the mask's weights) over every pattern in the loss,
-        from the forward model in minibatches of the epoch's size (no gradients)."""
+        from the forward model in chunks of LOSS_CHUNK_BYTES of float64 terms (no gradients)."""
         n, f64 = self.ds.n_patterns, self.xp.float64
         # LOSS_CHUNK_BYTES of float64 terms at a time (a full batch held 4 x the data), whatever the batch: a
         # sequential PIE engine's batch of one made it one forward and two host round trips per pattern

@@ -31,8 +31,9 @@ STEP_COPIES = 10
 # the loss record's float64 arrays alive at once per pattern pixel: intensity and data as float64, the
 # loss terms, the masked terms and the mask broadcast over them
 LOSS_RECORD_ARRAYS = 5
-LOSS_CHUNK_BYTES = 1 << 24                  # divergence.LOSS_CHUNK_BYTES (divergence sits on a higher floor)
-FIT_CHUNK_BYTES = 1 << 24                   # guesses.FIT_CHUNK_BYTES (likewise)
+# the engine's bounded chunks, defined here (a lower floor) for the engine's mixins and the plan alike
+LOSS_CHUNK_BYTES = 1 << 24                  # float64 loss terms formed at once by the loss record (divergence)
+FIT_CHUNK_BYTES = 1 << 24                   # modelled intensities per chunk of the probe-scale fit (guesses)
 
 
 def chunk_sizes(n_pos, per_position, elements) -> list[int]:

@@ -172,6 +172,17 @@ def _resume_command(data, ckpt, output, force):
     return shlex.join(command + (["--force"] if force else []))
 
 
+def with_overrides(run, overrides):
+    """`run` (a config.RunConfig) with the {dotted key: value} `overrides` set, checked by the schema; the keys
+    set count as given (the measured-data defaults leave them alone)."""
+    if not overrides:
+        return run
+    doc = C.to_dict(run.config, data=run.data, output=run.output)
+    for key, value in overrides.items():
+        doc = C.override(doc, key, value)
+    return dataclasses.replace(C.from_dict(doc, source="the command line"), explicit=run.explicit | set(overrides))
+
+
 def new_run_config(run, ds, note: Callable[[str], None] = lambda line: None, measured_defaults=True):
     """The configuration a new run of `ds` uses: the measured-data defaults fill what `run` leaves unset, and
     without a probe guess in the file the probe starts from the data and is refined (each said through `note`)."""
@@ -237,12 +248,7 @@ class ResumableRun:
             saved_run = C.from_dict(self.saved["config"], source=f"checkpoint {resume}")
             if not given:
                 run = saved_run
-        if overrides:
-            doc = C.to_dict(run.config, data=run.data, output=run.output)
-            for key, value in overrides.items():
-                doc = C.override(doc, key, value)
-            explicit = run.explicit | set(overrides)
-            run = dataclasses.replace(C.from_dict(doc, source="the command line"), explicit=explicit)
+        run = with_overrides(run, overrides)
         if saved_run is not None:
             # the checkpoint's run had the measured-data defaults filled in (`_build`): so has this one
             n = len(self.state["arrays"]["correction"])
