@@ -104,6 +104,11 @@ def resolve(name: str) -> str:
     return "numpy"
 
 
+def is_streamed(arr) -> bool:
+    """Whether `arr` is an array whose rows are read from a file on demand (`cuptycho.patterns`)."""
+    return getattr(arr, "streamed", False) is True
+
+
 def to_host(arr):
     """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
     return arr.get() if array_module(arr) is not np else np.asarray(arr)

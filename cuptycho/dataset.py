@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry, validation
+from . import geometry, patterns, validation
 from .backend import array_module, to_host
 from .units import (GEOMETRY_KINDS, default_propagator, derive_sampling, energy_to_wavelength, fresnel_scaling,
                     geometry_kind_of, joule_to_ev, wavelength_to_energy)
@@ -32,7 +32,9 @@ class Dataset:
     Parameters
     ----------
     data : (J, Ny, Nx) real, >= 0
-        Intensities (photon counts); zero frequency at (Ny//2, Nx//2) for the far field.
+        Intensities (photon counts); zero frequency at (Ny//2, Nx//2) for the far field. Or
+        `cuptycho.patterns.StreamedPatterns`, rows read from the file as the engine needs them (a
+        reader's ``stream`` option); `np.asarray(data)` then loads them all.
     positions : (J, 2) float64
         Nominal (y, x) top-left corners of each patch in object pixels. Without `obj_shape` they are
         shifted so the scan starts `margin` pixels inside the object, by `position_offset`.
@@ -104,9 +106,10 @@ class Dataset:
         # engine moves what it needs to its own device
         for name in ("data", "positions", "mask", "probe", "positions_m"):
             value = getattr(self, name)
-            if value is not None and array_module(value) is not np:
+            if value is not None and not patterns.is_streamed(value) and array_module(value) is not np:
                 setattr(self, name, to_host(value))
-        self.data = np.asarray(self.data)
+        if not patterns.is_streamed(self.data):      # streamed patterns are read as needed (cuptycho.patterns)
+            self.data = np.asarray(self.data)
         if self.data.ndim != 3:
             raise ValueError(f"data must have shape (J, Ny, Nx), got {self.data.shape}")
         n, ny, nx = self.data.shape
@@ -214,12 +217,19 @@ class Dataset:
                       padding=self.padding)
         return kw
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the patterns are read from their file as needed (`cuptycho.patterns`) rather than held."""
+        return patterns.is_streamed(self.data)
+
     def describe(self) -> str:
         """A few lines on the patterns, scan and geometry (what `cuptycho.io.info` prints)."""
         n, ny, nx = self.data.shape
-        lines = [f"{n} patterns of {ny} x {nx} ({self.data.dtype}), total {float(self.data.sum(dtype=np.float64)):.4g} "
-                 f"counts, max {float(self.data.max()):.6g}"]
-        if self.mask is not None:
+        lines = [f"{n} patterns of {ny} x {nx} ({self.data.dtype}{', streamed' if self.streamed else ''}), total "
+                 f"{float(patterns.frame_sums(self.data).sum()):.4g} counts, max {patterns.maximum(self.data):.6g}"]
+        if self.mask is not None and patterns.is_streamed(self.mask):
+            lines.append(f"mask {self.mask.shape}: per pattern, streamed")
+        elif self.mask is not None:
             m = np.asarray(self.mask)
             lines.append(f"mask {m.shape}: {int(np.sum(m == 0))} masked pixel(s)")
         lines.append(f"geometry: {self.geometry_kind}, propagator {self.propagator}")
@@ -293,7 +303,7 @@ class Dataset:
         wl = energy_to_wavelength(energy) if wavelength is None else \
             validation.positive_number("wavelength", wavelength)
         validation.choice("geometry_kind", geometry_kind, GEOMETRY_KINDS)
-        data = to_host(data)
+        data = data if patterns.is_streamed(data) else to_host(data)
         positions_m = None if positions_m is None else to_host(positions_m)
         if data.ndim != 3:
             raise ValueError(f"data must have shape (J, Ny, Nx), got {data.shape}")

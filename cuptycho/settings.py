@@ -19,12 +19,14 @@ engine's own declaration (`cuptycho.engines.check`); this module knows only the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 from . import schedules
+from .budget import parse_size
 from .geometry import PROPAGATORS
 from .reference import LOSSES
 from .tables import (ENGINES, PIE, PIE_ENGINES, TV, AmplitudeRange, BatchGrowth, Constraints, EarlyStop,
@@ -121,6 +123,22 @@ def _frames(c, key, v):
 
 def _center(c, key, v):
     return Choice(("mass", "max"))(c, key, v) if isinstance(v, str) else Pair(Int(), as_tuple=False)(c, key, v)
+
+
+def _stream(c, key, v):
+    if v == "auto" or isinstance(v, bool):
+        return v
+    c.wrong(key, "'auto', true or false", v)
+
+
+def _size(c, key, v):
+    """A byte count: an integer, or text with a suffix ("8G", "512 MiB")."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return parse_size(v) and v
+    c.wrong(key, "a number of bytes, optionally with a suffix K, M, G or T (e.g. '8G')", v)
 
 
 def _at_least(kind, low=None):
@@ -378,6 +396,8 @@ class DataOptions:
     bin: object = option(None, _at_least(Int(), 1), example=2)
     saturation: float = option(None, Real(positive=True), example=6e5)
     chunk_bytes: int = option(None, Int(low=1), example=1 << 20)
+    stream: object = option(None, Custom(_stream), example=True)          # "auto" (default), true, false
+    load_limit: object = option(None, Custom(_size), example="8G")        # "auto" streams data larger than this
 
     @staticmethod
     def validate(c, key, values):

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from . import geometry
-from .backend import array_module, to_host
+from .backend import array_module, is_streamed, to_host
 from .reference import LOSSES
 
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
@@ -96,7 +96,13 @@ CHECK_CHUNK_BYTES = 1 << 26
 
 def data(arr, n_patterns, patch_shape, real):
     """Measured intensities (J, Ny, Nx), finite and non-negative, cast to the field precision (no copy when
-    they already are)."""
+    they already are). Streamed patterns (`cuptycho.patterns`) were checked as they were opened: their
+    shape is checked, and they are returned as they are (rows are cast where they are read)."""
+    if is_streamed(arr):
+        if arr.shape != (n_patterns, *patch_shape):
+            raise ValueError(f"data must have shape {(n_patterns, *patch_shape)} (one pattern per position, "
+                             f"probe-sized), got {arr.shape}")
+        return arr
     xp, arr = _asarray(arr)
     if not _real_numbers(arr):
         raise ValueError(f"data must be real intensities, got dtype {arr.dtype}")
@@ -118,9 +124,14 @@ def data(arr, n_patterns, patch_shape, real):
 
 
 def mask(arr, n_patterns, patch_shape, real):
-    """Detector weights, (Ny, Nx) or (J, Ny, Nx), finite and >= 0; None stays None (all ones)."""
+    """Detector weights, (Ny, Nx) or (J, Ny, Nx), finite and >= 0; None stays None (all ones). Streamed
+    weights (a streamed file's saturation mask, 0 or 1 by construction) are returned as they are."""
     if arr is None:
         return None
+    if is_streamed(arr):
+        if arr.shape != (n_patterns, *patch_shape):
+            raise ValueError(f"mask must have shape {(n_patterns, *patch_shape)}, got {arr.shape}")
+        return arr
     xp, arr = _asarray(arr)
     if not (arr.dtype == bool or _real_numbers(arr)):
         raise ValueError(f"mask must be boolean or real weights, got dtype {arr.dtype}")

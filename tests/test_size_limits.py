@@ -297,13 +297,17 @@ def test_hdf5_data_beyond_the_memory_budget(sim, tmp_path, monkeypatch):
     monkeypatch.setenv(budget.ENV, "1M")                         # the output array, after cropping
     with pytest.raises(cio.DataError, match=r"sim\.cxi: .* claims shape \(49, 64, 64\) float32: reading 49 frame\(s\) "
                                             r"into 64 x 64 float32 needs [\d.]+ MiB; the budget"):
-        cio.read_cxi(sim)
-    assert cio.read_cxi(sim, frames=slice(0, 10)).n_patterns == 10          # a selection that fits
+        cio.read_cxi(sim, stream=False)
+    loaded = cio.read_cxi(sim, frames=slice(0, 10))                 # a selection that fits
+    assert loaded.n_patterns == 10 and not loaded.streamed
+    assert cio.read_cxi(sim).streamed                                # "auto": what does not fit is streamed
 
 
 def test_a_claim_of_a_trillion_frames_is_refused_before_they_are_listed(tmp_path):
     with pytest.raises(cio.DataError, match=r"x\.cxi: /data claims shape \(1000000000000, 64, 64\) float32: reading "
                                             r"1000000000000 frame\(s\) needs [\d.]+ PiB"):
+        cio.Pipeline(tmp_path / "x.cxi", 10**12, (64, 64), np.float32, source="/data", stream=False)
+    with pytest.raises(cio.DataError, match=r"reading 1000000000000 frame\(s\) needs 14.6 TiB"):   # streamed: 16 B each
         cio.Pipeline(tmp_path / "x.cxi", 10**12, (64, 64), np.float32, source="/data")
     with pytest.raises(cio.DataError, match=r"reading 500000000000 frame\(s\) needs [\d.]+ TiB"):
         cio.Pipeline(tmp_path / "x.cxi", 10**12, (64, 64), np.float32, frames=slice(None, None, 2), crop=(8, 8))

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .. import budget, units, validation
+from .. import budget, patterns, units, validation
 from ..dataset import Dataset
 
 # geometry a reader takes from the file or from keywords (plus "energy", which becomes the wavelength)
@@ -103,13 +103,17 @@ def scalar(value):
 
 
 def combine_masks(*masks):
-    """Product of the given weights (None entries skipped); None when there are none."""
+    """Product of the given weights (None entries skipped); None when there are none. Streamed weights
+    (saturation masks of streamed data) stay streamed, the others applied as each row is read."""
+    streamed = [m for m in masks if patterns.is_streamed(m)]
     out = None
     for m in masks:
-        if m is None:
+        if m is None or patterns.is_streamed(m):
             continue
         m = np.asarray(m, dtype=np.float32)
         out = m if out is None else out * m
+    for s in streamed:
+        out = patterns.weighted(s, out)
     return out
 
 

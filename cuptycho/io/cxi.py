@@ -55,6 +55,7 @@ CXI_VERSION = 160
 PIXEL_INVALID = 0x00000001          # CXI 1.6 mask bit 0: "invalid"
 GROUP = "cuptycho"
 FORMAT = "cuptycho-cxi-1"
+CHUNK_CACHE_BYTES = 16 << 20       # HDF5's chunk cache for streamed patterns (its default is 1 MiB)
 
 
 def h5py_module():
@@ -67,14 +68,15 @@ def h5py_module():
     return h5py
 
 
-def open_hdf5(path):
-    """An h5py.File opened read-only, or a DataError saying why the file cannot be read."""
+def open_hdf5(path, **options):
+    """An h5py.File opened read-only (`options`: h5py.File's, such as its chunk cache), or a DataError saying
+    why the file cannot be read."""
     h5py = h5py_module()
     p = Path(os.fspath(path))
     if not p.exists():
         raise DataError(p, "no such file")
     try:
-        return h5py.File(p, "r")
+        return h5py.File(p, "r", **options)
     except OSError as err:
         raise DataError(p, f"not a readable HDF5 file; is it truncated or corrupt? ({err})") from None
 
@@ -227,7 +229,8 @@ def read_cxi(path, *, entry=None, geometry_kind=None, focus_distance=None, propa
         Streaming preprocessing (`cuptycho.io.Pipeline`): ``frames`` (slice or indices), ``dark``
         (array or file), ``fftshift`` (data stored with zero frequency at [0, 0]), ``crop`` and
         ``center`` ((row, col), "mass" or "max"), ``bin``, ``saturation`` (per-frame mask),
-        ``chunk_bytes`` (slab size, default 64 MiB).
+        ``chunk_bytes`` (slab size, default 32 MiB), ``stream`` ("auto", true, false) and ``load_limit``
+        (the size above which "auto" streams).
 
     Returns
     -------
@@ -242,7 +245,8 @@ def read_cxi(path, *, entry=None, geometry_kind=None, focus_distance=None, propa
     Notes
     -----
     Memory: the patterns are read in slabs of about ``chunk_bytes`` and preprocessed on the way, so
-    the peak is the float32 output (J, ny, nx) after cropping and binning plus one slab.
+    the peak is the float32 output (J, ny, nx) after cropping and binning plus one slab. Streamed,
+    the file is read once to check it and then again, a batch at a time, while the engine runs.
     """
     check_options("read_cxi", preprocess)
     keywords = {"wavelength": wavelength, "energy": energy, "detector_distance": detector_distance,
@@ -262,7 +266,8 @@ def read_cxi(path, *, entry=None, geometry_kind=None, focus_distance=None, propa
         def read(sel):
             return _read(path, dset, "diffraction data", (0,) * lead + (sel,))
 
-        data, sat = pipe.run(read)
+        name = dset.name                      # while the file is open: the streamed rows open it again
+        data, sat = pipe.run(read, lambda: _open_patterns(path, name, lead))
     if weights is not None and np.ndim(weights) == 3:
         weights = weights[pipe.indices]
     positions_m = None
@@ -287,6 +292,14 @@ def read_cxi(path, *, entry=None, geometry_kind=None, focus_distance=None, propa
         fields["obj_shape"] = tuple(int(v) for v in np.atleast_1d(stored["obj_shape"]))
     return reader_dataset(path, data, pipe, recorded=recorded, keywords=keywords, positions=stored["positions"],
                           positions_m=positions_m, **fields)
+
+
+def _open_patterns(path, name, lead):
+    """(read, close) of the patterns `name` in a file of their own, for streamed data (`Pipeline.run`); a chunk
+    cache of CHUNK_CACHE_BYTES, so the rows of compressed chunks read one batch at a time are decompressed once."""
+    f = open_hdf5(path, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+    dset = f[name]
+    return (lambda sel: _read(path, dset, "diffraction data", (0,) * lead + (sel,))), f.close
 
 
 def _patterns(path, f, e, data_path):

@@ -101,14 +101,15 @@ def read_npz(path, *, position_units=None, probe=None, wavelength=None, energy=N
     """Read a cuptycho .npz or a tike .npz / .npz.bz2 (module notes) as a `Dataset`.
 
     Keywords override the archive's values; ``**preprocess`` are the streaming options of
-    `cuptycho.io.Pipeline` (frames, dark, fftshift, crop, center, bin, saturation). For tike files
+    `cuptycho.io.Pipeline` (frames, dark, fftshift, crop, center, bin, saturation; an archive is read whole,
+    so ``stream = true`` is an error). For tike files
     ``fftshift`` defaults to True (their patterns have the zero frequency at [0, 0]).
     """
     check_options("read_npz", preprocess)
     p = Path(os.fspath(path))
     raw, stored, tike = _load_members(p, preprocess)
     n, frame = raw.shape[0], raw.shape[1:]
-    pipe = Pipeline(p, n, frame, raw.dtype, source="'data'", **preprocess)
+    pipe = Pipeline(p, n, frame, raw.dtype, source="'data'", streamable=False, **preprocess)
     data, sat = pipe.run(lambda sel: raw[sel])
     mask = stored.get("mask")
     if mask is not None:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import budget, preprocess, units, validation
+from .. import budget, patterns, preprocess, units, validation
 from ._common import DataError, load_npy, npz_member
 from .frames import read_frames
 
-CHUNK_BYTES = 64 * 2**20          # raw bytes per slab read from a file
-PREPROCESS_KEYS = ("frames", "dark", "fftshift", "crop", "center", "bin", "saturation", "chunk_bytes")
+CHUNK_BYTES = 32 * 2**20          # raw bytes per slab read from a file
+PREPROCESS_KEYS = ("frames", "dark", "fftshift", "crop", "center", "bin", "saturation", "chunk_bytes", "stream",
+                   "load_limit")
 
 
 def check_options(reader: str, options: dict) -> None:
@@ -108,17 +109,23 @@ def load_dark(path, dark):
 
 
 class Pipeline:
-    """Streaming preprocessing applied slab by slab while a reader fills the output array.
+    """Streaming preprocessing applied slab by slab while a reader fills the output array, or while it
+    checks every frame once before the data are streamed.
 
     Order per frame: cast to float32, non-finite check, dark subtraction, fftshift, crop, binning;
     negative values are clipped at the end with one `NegativeCountsWarning` stating the count.
     Memory: the output (J, ny, nx) float32 array, plus one slab of about `chunk_bytes` raw bytes and
     its float32 copy; with `saturation` and ``per_frame`` masking, a (J, ny, nx) float32 mask too.
     A centre found from the data (``center="mass"`` or ``"max"``) costs one more pass over the file.
+
+    Streamed (``stream`` true, or "auto" with more than ``load_limit`` bytes of output, default a
+    quarter of the memory budget): 16 bytes per frame (and the saturation mask as bits) are held, and
+    the rows are read and preprocessed again whenever the engine asks (`cuptycho.patterns`).
     """
 
     def __init__(self, path, n_frames, frame_shape, raw_dtype, *, frames=None, dark=None, fftshift=False,
-                 crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES, source="the data"):
+                 crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES, stream="auto",
+                 load_limit=None, source="the data", streamable=True):
         self.path = path
         self.frame_shape = tuple(int(s) for s in frame_shape)
         # `source` names the array in messages: the memory checks say what the file claims
@@ -126,10 +133,24 @@ class Pipeline:
         centre_sum = 8 if isinstance(center, str) else 0          # a float64 frame summing the data
         frame_bytes = math.prod(self.frame_shape) * (np.dtype(raw_dtype).itemsize + 4)
         self._require(frame_bytes + math.prod(self.frame_shape) * centre_sum, "reading one frame")
+        if not (isinstance(stream, bool) or stream == "auto"):
+            raise DataError(path, f"stream must be 'auto', true or false, got {stream!r}")
+        try:
+            self.load_limit = None if load_limit is None else budget.parse_size(load_limit, "load_limit")
+        except ValueError as err:
+            raise DataError(path, str(err)) from None
+        if stream is True and not streamable:
+            raise DataError(path, "stream = true, but this kind of file is read whole (NumPy cannot read part of an "
+                                  "archive member): write it as CXI (cuptycho.io.write_cxi) to stream it, or set "
+                                  "stream = false")
+        self.stream = stream if streamable else False
         count = _selected(frames, n_frames)                 # before the frames are listed: 8 bytes each
-        copies = 1 if saturation is None else 2
-        self._require(count * (8 + 4 * copies * _output_pixels(self.frame_shape, crop, bin)) + frame_bytes,
-                      f"reading {count} frame(s)")
+        pixels = _output_pixels(self.frame_shape, crop, bin)
+        if self.streams(count * pixels):                    # totals per frame, saturation bits
+            held = count * (16 + (pixels // 8 + 1 if saturation is not None else 0))
+        else:
+            held = count * (8 + 4 * (1 if saturation is None else 2) * pixels)
+        self._require(held + frame_bytes, f"reading {count} frame(s)")
         self.indices = frame_indices(path, frames, n_frames)
         try:
             self.dark = None if dark is None else preprocess.dark_frame(load_dark(path, dark), self.frame_shape)
@@ -214,12 +235,62 @@ class Pipeline:
         except ValueError as err:
             raise DataError(self.path, str(err)) from None
 
-    def run(self, read):
+    def _prepare(self, raw):
+        """Raw frames -> (output frames (k, ny, nx) float32, positions in the slab of frames holding NaN or
+        Inf, which are zeroed); negative counts are clipped and counted."""
+        a = self._early(raw)
+        finite = np.isfinite(a).all(axis=(-2, -1))
+        if not finite.all():
+            a[~finite] = 0
+        out = self._resample(a)
+        negative = int(np.count_nonzero(out < 0))                # per slab: no data-sized temporary
+        if negative:
+            self.n_negative += negative
+            self.min_value = min(self.min_value, float(out.min()))
+            out = np.maximum(out, 0, out=out if out.flags.writeable else None)
+        return out, np.flatnonzero(~finite)
+
+    def _saturation(self, raw):
+        """Per-frame weights of the unsaturated pixels (1 below `saturation`, 0 at or above) in the output layout."""
+        s = (np.asarray(raw) < self.saturation).astype(np.float32)
+        if self.fftshift:
+            s = np.fft.fftshift(s, axes=(-2, -1))
+        return self._resample(s, "min")
+
+    def _report(self, bad):
+        """The one error for NaN frames and the one warning for negative counts, after a pass over the file."""
+        if bad:
+            shown = ", ".join(str(j) for j in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            raise DataError(self.path, f"{len(bad)} frame(s) contain NaN or Inf values (frame {shown}); "
+                                       "drop them with frames=... or repair the file")
+        if self.n_negative:
+            warnings.warn(f"{os.fspath(self.path)}: {self.n_negative} negative value(s) (min {self.min_value:g}) "
+                          "clipped to 0", preprocess.NegativeCountsWarning, stacklevel=4)
+
+    def output_shape(self):
+        return self._resample(np.zeros((1, *self.frame_shape), np.float32)).shape[1:]
+
+    def streams(self, pixels) -> bool:
+        """Whether `pixels` output pixels are streamed rather than loaded: ``stream`` true, or "auto" and
+        more float32 bytes than ``load_limit`` (default a quarter of the memory budget, `cuptycho.budget`)."""
+        if self.stream != "auto":
+            return self.stream
+        cap = self.load_limit if self.load_limit is not None else budget.limit()[0] // 4
+        return 4 * pixels > cap
+
+    def run(self, read, open_reader=None):
         """Read every requested frame through ``read(index)`` (a slice or an increasing index array
-        into the file's frames, returning (k, Ny, Nx)) and return (data, saturation weights or None)."""
+        into the file's frames, returning (k, Ny, Nx)) and return (data, saturation weights or None).
+
+        When the data are streamed (`streams`), every frame is read and checked once here and the data
+        returned are `cuptycho.patterns.StreamedPatterns` reading rows later through ``open_reader()``
+        (which returns (read, close), a read that stays valid after this reader's file is closed); the
+        saturation weights are then held as bits (1/32 of the data) and streamed as well."""
         if self.crop is not None:
             self._place_window(read)
-        out_shape = self._resample(np.zeros((1, *self.frame_shape), np.float32)).shape[1:]
+        out_shape = self.output_shape()
+        if self.streams(self.indices.size * math.prod(out_shape)):
+            return self._stream(read, open_reader, out_shape)
         copies = 1 if self.saturation is None else 2
         slab = min(self.slab, self.indices.size) * math.prod(self.frame_shape) * (self.itemsize + 4)
         self._require(copies * 4 * self.indices.size * math.prod(out_shape) + slab,
@@ -228,36 +299,77 @@ class Pipeline:
         sat = None if self.saturation is None else np.empty_like(data)
         bad = []
         for start, raw in self._slabs(read):
-            a = self._early(raw)
-            finite = np.isfinite(a).all(axis=(-2, -1))
-            if not finite.all():
-                bad.extend(int(self.indices[start + k]) for k in np.flatnonzero(~finite))
-                a[~finite] = 0
-            stop = start + a.shape[0]
-            block = data[start:stop]
-            block[...] = self._resample(a)
-            negative = int(np.count_nonzero(block < 0))          # per slab: no data-sized temporary
-            if negative:
-                self.n_negative += negative
-                self.min_value = min(self.min_value, float(block.min()))
-                np.maximum(block, 0, out=block)
+            block, nonfinite = self._prepare(raw)
+            bad.extend(int(self.indices[start + k]) for k in nonfinite)
+            stop = start + block.shape[0]
+            data[start:stop] = block
             if sat is not None:
-                s = (np.asarray(raw) < self.saturation).astype(np.float32)
-                if self.fftshift:
-                    s = np.fft.fftshift(s, axes=(-2, -1))
-                sat[start:stop] = self._resample(s, "min")
-            del raw, a             # released before the next slab is read
-        if bad:
-            shown = ", ".join(str(j) for j in bad[:10]) + (", ..." if len(bad) > 10 else "")
-            raise DataError(self.path, f"{len(bad)} frame(s) contain NaN or Inf values (frame {shown}); "
-                                       "drop them with frames=... or repair the file")
-        if self.n_negative:
-            warnings.warn(f"{os.fspath(self.path)}: {self.n_negative} negative value(s) (min {self.min_value:g}) "
-                          "clipped to 0", preprocess.NegativeCountsWarning, stacklevel=3)
+                sat[start:stop] = self._saturation(raw)
+            del raw, block         # released before the next slab is read
+        self._report(bad)
         return data, sat
+
+    def _stream(self, read, open_reader, out_shape):
+        """One checking pass (frame totals, the maximum, NaN frames, negative counts, saturation bits), then
+        the streamed patterns (and weights)."""
+        n = self.indices.size
+        sums, peak, bad = np.empty(n), 0.0, []
+        bits = None if self.saturation is None else np.empty((n, out_shape[0], -(-out_shape[1] // 8)), np.uint8)
+        for start, raw in self._slabs(read):
+            block, nonfinite = self._prepare(raw)
+            bad.extend(int(self.indices[start + k]) for k in nonfinite)
+            sums[start:start + len(block)] = block.sum(axis=(1, 2), dtype=np.float64)
+            peak = max(peak, float(block.max()))
+            if bits is not None:
+                bits[start:start + len(block)] = np.packbits(self._saturation(raw) > 0, axis=-1)
+            del raw, block
+        self._report(bad)
+        source = os.fspath(self.path)
+        reader = _RowReader(self, open_reader)
+        data = patterns.StreamedPatterns(reader, (n, *out_shape), frame_sums=sums, maximum=peak, source=source,
+                                         close=reader.close)
+        sat = None
+        if bits is not None:
+            def weights(rows):
+                return np.unpackbits(bits[rows], axis=-1, count=out_shape[1]).astype(np.float32)
+            sat = patterns.StreamedPatterns(weights, (n, *out_shape), source=f"the saturation weights of {source}")
+        return data, sat
+
+    def read_rows(self, read, rows):
+        """Output rows `rows` (increasing, into the selected frames) read through `read` and preprocessed."""
+        want = self.indices[rows]
+        order = np.argsort(want, kind="stable")
+        files = want[order]
+        unique, inverse = np.unique(files, return_inverse=True)
+        if unique.size == unique[-1] - unique[0] + 1:
+            raw = np.asarray(read(slice(int(unique[0]), int(unique[-1]) + 1)))
+        else:
+            raw = np.asarray(read(unique))
+        block, _ = self._prepare(raw[inverse.reshape(-1)] if unique.size != files.size else raw)
+        out = np.empty_like(block)
+        out[order] = block
+        return out
 
     def sampling_ratio(self, kind) -> np.ndarray:
         """New over old sample-plane pixel size (per axis) caused by cropping and binning."""
         new = self.frame_shape if self.window is None else validation.integer_pair("crop", self.crop)
         new = (new[0] // self.factor[0], new[1] // self.factor[1])
         return units.sampling_ratio(kind, self.frame_shape, new, self.factor)
+
+
+class _RowReader:
+    """`StreamedPatterns`' read_rows: the file opened on first use (``open_reader()`` -> (read, close)),
+    rows preprocessed by the pipeline that checked them."""
+
+    def __init__(self, pipe, open_reader):
+        self.pipe, self.open_reader, self.handle = pipe, open_reader, None
+
+    def __call__(self, rows):
+        if self.handle is None:
+            self.handle = self.open_reader()
+        return self.pipe.read_rows(self.handle[0], rows)
+
+    def close(self):
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            handle[1]()

@@ -187,7 +187,8 @@ def read_tiff(path, positions=None, *, position_units=None, mask=None, probe=Non
     propagator, pixel_size, z, padding, margin, obj_shape
         Geometry and `Dataset` fields (keywords win over metadata stored by `write_tiff`).
     **preprocess
-        Streaming preprocessing: frames, dark, fftshift, crop, center, bin, saturation, chunk_bytes.
+        Streaming preprocessing: frames, dark, fftshift, crop, center, bin, saturation, chunk_bytes, stream,
+        load_limit.
 
     Returns
     -------
@@ -201,7 +202,7 @@ def read_tiff(path, positions=None, *, position_units=None, mask=None, probe=Non
         values, unit = _positions(p, positions, position_units, src.n)
         pipe = Pipeline(p, src.n, src.frame_shape, src.dtype, source="the TIFF folder" if p.is_dir() else "the TIFF",
                         **preprocess)
-        data, sat = pipe.run(src.read)
+        data, sat = pipe.run(src.read, lambda: _open_frames(p))
         frame_shape = tuple(src.frame_shape)
     fields = {"mask": combine_masks(pipe.transform_mask(_mask(p, mask, pipe.indices, frame_shape)), sat),
               "metadata": {"source": os.fspath(p), "format": "tiff"}}
@@ -215,6 +216,12 @@ def read_tiff(path, positions=None, *, position_units=None, mask=None, probe=Non
                 "focus_distance": focus_distance, "propagator": propagator, "pixel_size": pixel_size, "z": z}
     where = {"positions": values} if unit == "px" else {"positions_m": values}
     return reader_dataset(p, data, pipe, recorded=meta, keywords=keywords, **where, **fields)
+
+
+def _open_frames(p):
+    """(read, close) of the frames of `p`, for streamed data (`Pipeline.run`)."""
+    src = TiffFrames(p)
+    return src.read, src.close
 
 
 def _positions(p, positions, position_units, n):
