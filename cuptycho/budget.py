@@ -32,6 +32,11 @@ WAVE_COPIES = 3
 # the CPU kernels work through a batch in chunks of about this much wave buffer (cuptycho.model)
 CPU_CHUNK_BYTES = int(os.environ.get("CUPTYCHO_CHUNK_BYTES", 4 << 20))
 
+# streamed data (cuptycho.data_rows): a step evaluates at most this many bytes of float32 rows at once, and the
+# epoch's reads come in blocks of this size, one read ahead
+STREAM_PART_BYTES = 1 << 25
+READ_AHEAD_BYTES = 1 << 24
+
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
@@ -128,7 +133,7 @@ def sizes(n_patterns, patch_shape, obj_shape, n_object_modes, n_probe_modes, pad
 
 
 def estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_modes=1, dtype="complex64",
-             batch=None, padding=0, per_frame_mask=False, device=None) -> dict[str, Term]:
+             batch=None, padding=0, per_frame_mask=False, device=None, streamed=False) -> dict[str, Term]:
     """Host bytes of a reconstruction, by term: "data", "mask", "object", "probe", "waves".
 
     Parameters
@@ -144,6 +149,9 @@ def estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_mo
         A (J, Ny, Nx) mask rather than one (Ny, Nx).
     device : str, optional
         "cpu": the kernels work through a batch in chunks of a few MiB of waves.
+    streamed : bool
+        The data stay in their file (`cuptycho.patterns`): what is held is two blocks of read-ahead, the
+        rows of one part of a step and 16 bytes per pattern (`memory_plan.STREAM_PART_BYTES`).
     """
     j, (ny, nx), (h, w), mo, k, (by, bx), c, b = sizes(n_patterns, patch_shape, obj_shape, n_object_modes,
                                                        n_probe_modes, padding, dtype, batch)
@@ -153,10 +161,16 @@ def estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_mo
         b = min(b, max(os.cpu_count() or 1, CPU_CHUNK_BYTES // per_position))
     real_name = np.dtype(f"f{real}").name
     obj = mo * h * w * c.itemsize
+    data = Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name},")
+    if streamed:
+        held = min(j * ny * nx * 4, 2 * READ_AHEAD_BYTES + STREAM_PART_BYTES) + 16 * j   # read-ahead, a part
+        data = Term(held, f"the streamed data's read-ahead and parts, of {j} patterns of {ny} x {nx},")
     return {
-        "data": Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name},"),
-        "mask": Term(j * ny * nx * real if per_frame_mask else ny * nx * real,
-                     f"the mask, {j if per_frame_mask else 1} x {ny} x {nx} as {real_name},"),
+        "data": data,
+        "mask": Term(j * ny * nx // 8 if per_frame_mask and streamed else
+                     j * ny * nx * real if per_frame_mask else ny * nx * real,
+                     f"the mask, {j if per_frame_mask else 1} x {ny} x {nx} "
+                     f"{'as bits' if per_frame_mask and streamed else 'as ' + real_name},"),
         "object": Term(obj * PARAMETER_COPIES,
                        f"the object, n_object_modes = {mo} x {h} x {w} pixels (obj_shape) as {c.name} "
                        f"({format_bytes(obj)}; {PARAMETER_COPIES} copies with its gradient, optimiser moments and "
@@ -186,7 +200,8 @@ def shapes_of(dataset) -> dict:
     probe = _get(dataset, "probe")
     return {"n_patterns": n, "patch_shape": patch, "obj_shape": _get(dataset, "obj_shape"),
             "padding": _get(dataset, "padding", 0) or 0,
-            "per_frame_mask": bool(_get(dataset, "per_frame_mask", mask is not None and np.ndim(mask) == 3)),
+            "per_frame_mask": bool(_get(dataset, "per_frame_mask", mask is not None and len(np.shape(mask)) == 3)),
+            "streamed": bool(_get(dataset, "streamed", False)),
             "stored_probe_modes": 0 if probe is None else (1 if np.ndim(probe) == 2 else int(np.shape(probe)[0]))}
 
 
@@ -229,7 +244,8 @@ def check(dataset, config, *, batch=None, device=None, budget=None) -> dict[str,
     wanted = _get(config, "n_probe_modes") or 1
     terms = estimate(n, s["patch_shape"], s["obj_shape"], n_object_modes=_get(config, "n_object_modes", 1),
                      n_probe_modes=max(wanted, s["stored_probe_modes"]), dtype=_get(config, "dtype", "complex64"),
-                     batch=b, padding=s["padding"], per_frame_mask=s["per_frame_mask"], device=device)
+                     batch=b, padding=s["padding"], per_frame_mask=s["per_frame_mask"], device=device,
+                     streamed=s["streamed"])
     total = sum(t.bytes for t in terms.values())
     cap, where = limit() if budget is None else budget
     if total > cap:

@@ -15,11 +15,14 @@ thing; after each epoch the mean s_j over the patterns in the loss moves into th
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend as backends
 from .backend import to_host
 
+COUNT_CHUNK_BYTES = 16 << 20  # float64 bytes of patterns per chunk of masked_counts
 SCALE_FLOOR = 1e-3          # s_j is kept above this: a pattern's model cannot vanish (or turn negative)
 
 
@@ -28,7 +31,7 @@ class DetectorModel:
     so the state and checkpoints of runs without them are unchanged)."""
 
     def _init_detector(self):
-        cfg, (n, ny, nx) = self.cfg, self.data.shape
+        cfg, n, (ny, nx) = self.cfg, self.ds.n_patterns, self.ds.patch_shape
         self.background = None
         if cfg.background.enabled:
             shape = (n, ny, nx) if cfg.background_per_pattern else (ny, nx)
@@ -45,13 +48,20 @@ class DetectorModel:
         return groups
 
     def masked_counts(self) -> tuple[float, float]:
-        """(sum of data x mask, sum of the mask's weights) over every pattern, in float64 without a product
-        of the data's size (a (J, Ny, Nx) temporary was as large as the data)."""
-        xp, n = self.xp, self.data.shape[0]
-        if self.mask.ndim == 2:
-            counts = float((xp.sum(self.data, axis=0, dtype=xp.float64) * self.mask).sum())
-            return counts, float(self.mask.sum(dtype=xp.float64)) * n
-        return float(xp.vdot(self.data.ravel(), self.mask.ravel())), float(self.mask.sum(dtype=xp.float64))
+        """(sum of data x mask, sum of the mask's weights) over every pattern, in float64, a bounded chunk of
+        patterns at a time (no product of the data's size; streamed data are read once)."""
+        xp, n = self.xp, self.ds.n_patterns
+        step = max(1, COUNT_CHUNK_BYTES // (8 * math.prod(self.ds.patch_shape)))
+        counts = weight = 0.0
+        for start in range(0, n, step):
+            data, mask = self.pattern_rows(np.arange(start, min(start + step, n)))
+            if mask.ndim == 2:
+                counts = counts + (xp.sum(data, axis=0, dtype=xp.float64) * mask).sum()
+                weight = weight + mask.sum(dtype=xp.float64) * len(data)
+            else:
+                counts = counts + (data.astype(xp.float64) * mask).sum()
+                weight = weight + mask.sum(dtype=xp.float64)
+        return float(counts), float(weight)
 
     def detector_units(self) -> dict:
         """Learning-rate units: the background's is the data's mean count per valid pixel."""

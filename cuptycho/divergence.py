@@ -29,7 +29,7 @@ class DivergenceWatch:
         """(low, high) for `_intensity`: divergence_factor**2 below the lower and above the higher of the
         data's mean counts per pattern and the initial model's value (they differ when the probe's scale
         is not fitted); None when neither has any intensity."""
-        n = self.data.shape[0]
+        n = self.ds.n_patterns
         ny, nx = self.probe.shape[-2:]
         lo = np.maximum(np.floor(self.nominal.min(axis=0)).astype(int), 0)
         hi = np.ceil(self.nominal.max(axis=0)).astype(int) + (ny, nx)
@@ -55,7 +55,7 @@ class DivergenceWatch:
         n, f64 = self.ds.n_patterns, self.xp.float64
         # LOSS_CHUNK_BYTES of float64 terms at a time (a full batch held 4 x the data), whatever the batch: a
         # sequential PIE engine's batch of one made it one forward and two host round trips per pattern
-        size = min(n, max(1, LOSS_CHUNK_BYTES // (8 * self.data[0].size)))
+        size = min(n, max(1, LOSS_CHUNK_BYTES // (8 * math.prod(self.ds.patch_shape))))
         total = weight = 0.0
         for start in range(0, n, size):
             idx = np.arange(start, min(start + size, n))

@@ -24,8 +24,8 @@ import warnings
 import numpy as np
 
 from . import backend as backends
-from . import (budget, checkpoint, constraints, detector, distributed, divergence, focus, guesses, memory_plan, metrics,
-               ops, position_search, position_step, reference, regularisers, validation)
+from . import (budget, checkpoint, constraints, data_rows, detector, distributed, divergence, focus, guesses, memory_plan,
+               metrics, ops, patterns, position_search, position_step, reference, regularisers, validation)
 from .backend import to_host
 from .optimiser import Adam
 from .result import Result
@@ -36,7 +36,8 @@ from .settings import (TV, AmplitudeRange, Config, Constraints, EarlyStop, Posit
 # --------------------------------------------------------------------------- the engine
 
 class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.StartingGuesses, detector.DetectorModel,
-                     focus.FocusRefinement, distributed.Distributed, position_step.GaussNewtonPositions):
+                     focus.FocusRefinement, distributed.Distributed, position_step.GaussNewtonPositions,
+                     data_rows.PatternRows):
     """The state of one run of the gradient engine: parameters and optimisers on the device, the
     dataset, the history; its checkpoint state comes from `checkpoint.Resumable`.
     (`cuptycho.engines.create(dataset, config)` builds the engine `config.engine` names.)
@@ -83,10 +84,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         self.real = reference.real_dtype(self.dtype)
         self.rng = np.random.default_rng(config.seed)
         dev = (lambda a: backends.to_device(self.device, a))
-        n, ny, nx = dataset.data.shape
-        self.data = dev(np.ascontiguousarray(dataset.data, dtype=self.real))
-        mask = np.ones((ny, nx)) if dataset.mask is None else dataset.mask
-        self.mask = dev(np.ascontiguousarray(mask, dtype=self.real))
+        n = dataset.n_patterns
+        self._init_data(dataset)                     # on the device, or streamed from the file (data_rows)
         self.nominal = np.array(dataset.positions, dtype=np.float64, order="C")         # host: tiny; our own copy
         # [focus] grows or shrinks the scan in sample pixels: a padded object keeps room for it (cuptycho.focus)
         self.obj_pad = focus.padding_for_growth(self.nominal, dataset.obj_shape, dataset.patch_shape) \
@@ -146,7 +145,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         if power is not None:
             target = power.target
             if target is None:                   # a unit object transmits all of the probe: the mean counts
-                target = float(np.mean(np.sum(self.ds.data, axis=(1, 2), dtype=np.float64)))
+                target = float(np.mean(patterns.frame_sums(self.ds.data)))
             regs["probe_power"] = (regularisers.ProbePower(target, power.weight), "probe")
         return regs
 
@@ -203,19 +202,6 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         return self.loss_name(epoch), "tv" in self.regs and epoch >= self.tv.start_epoch
 
     # ---- one minibatch
-    def batch_data(self, idx):
-        """(data, mask) of the patterns `idx` on the device."""
-        if len(idx) and idx[-1] - idx[0] + 1 == len(idx):     # sorted and contiguous: a view, no copy
-            didx = slice(int(idx[0]), int(idx[-1]) + 1)
-        else:
-            didx = idx if self.xp is np else self.xp.asarray(idx)
-        mask = self.mask if self.mask.ndim == 2 else self.mask[didx]
-        out = self.excluded[idx]
-        if out.any():                                # a pattern left out of the loss: its mask is zero
-            keep = backends.to_device(self.device, (~out).astype(self.real))
-            mask = self.xp.ascontiguousarray(mask * keep.reshape(-1, 1, 1))
-        return self.data[didx], mask
-
     def model_intensity(self, idx, positions):
         """Modelled intensities of the patterns `idx` (repeats allowed) at host `positions`, detector model included."""
         return ops.forward(self.device, self.obj, self.probe, backends.to_device(self.device, positions),
@@ -239,7 +225,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
             wanted.add("positions")
         mine = self.own(idx)                 # with several ranks: this rank's share, the loss over the whole batch
         self.batch_total = len(idx)
-        value, grads = self.evaluate(mine, self.loss_name(epoch), profile, frozenset(wanted), len(idx)) \
+        value, grads = self.evaluate_parts(mine, self.loss_name(epoch), profile, frozenset(wanted), len(idx)) \
             if len(mine) else (0.0, None)
         value, grads = self.reduce(value, grads, mine, wanted)
         with ops.stage(profile, "optimiser", self.device):
@@ -337,9 +323,9 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
     def switch_loss(self, epoch):
         """At a loss switch, scale the new loss so the object gradient's norm is continuous."""
         old, new = self.loss_name(epoch - 1), self.loss_name(epoch)
-        idx = np.arange(self.ds.n_patterns)
-        _, g_old = self.evaluate(idx, old)
-        _, g_new = self.evaluate(idx, new)
+        idx, wanted = np.arange(self.ds.n_patterns), frozenset({"object", "probe"})
+        _, g_old = self.evaluate_parts(idx, old, None, wanted, len(idx))
+        _, g_new = self.evaluate_parts(idx, new, None, wanted, len(idx))
         n_old = float(self.xp.linalg.norm(g_old["object"])) * self.loss_scale
         n_new = float(self.xp.linalg.norm(g_new["object"]))
         if n_new > 0 and math.isfinite(n_old / n_new):
@@ -355,11 +341,12 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         n = self.ds.n_patterns
         size = batch_size(self.batch_spec(), epoch, n)
         order = self.rng.permutation(n)
+        batches = [np.sort(order[start:start + size]) for start in range(0, n, size)]
         total = 0.0
-        for start in range(0, n, size):
-            idx = np.sort(order[start:start + size])
-            total += self.step(idx, epoch, profile) * len(idx)
-            self.after_step(epoch, profile)
+        with self.planned_reads(batches):         # streamed data: read in blocks, one ahead (data_rows)
+            for idx in batches:
+                total += self.step(idx, epoch, profile) * len(idx)
+                self.after_step(epoch, profile)
         self.end_epoch(epoch, profile)
         return float(total) / n, size, profile       # a step's loss may be a device scalar: one transfer per epoch
 

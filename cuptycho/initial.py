@@ -9,11 +9,13 @@ gets the same guess.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.fft
 import scipy.sparse.linalg
 
-from . import geometry, probes, validation
+from . import geometry, patterns, probes, validation
 from .api import forward
 from .backend import array_module
 from .patch_means import PatchMeans
@@ -163,7 +165,7 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     probe : (n_modes, Ny, Nx) complex, the namespace of data
     """
     xp = array_module(data)
-    d = xp.asarray(data)
+    d = data if patterns.is_streamed(data) else xp.asarray(data)
     if d.ndim == 2:
         d = d[None]
     if d.ndim != 3 or 0 in d.shape:
@@ -220,13 +222,15 @@ def _mean_pattern(d, w):
     """
     xp = array_module(d)
     n = d.shape[0]
-    step = max(1, MOMENT_CHUNK_BYTES // (8 * d[0].size))
+    step = max(1, MOMENT_CHUNK_BYTES // (8 * math.prod(d.shape[1:])))
     if w is None:
         return sum(d[s:s + step].sum(axis=0, dtype=xp.float64) for s in range(0, n, step)) / n
-    valid_j = xp.broadcast_to(w > 0, d.shape)
-    count = valid_j.sum(axis=0)
-    total = sum(xp.where(valid_j[s:s + step], d[s:s + step], 0.0).sum(axis=0, dtype=xp.float64)
-                for s in range(0, n, step))
+    count, total = 0, 0.0
+    for s in range(0, n, step):
+        chunk = d[s:s + step]
+        valid = xp.broadcast_to(w > 0, chunk.shape) if w.ndim == 2 else w[s:s + step] > 0
+        count = count + valid.sum(axis=0)
+        total = total + xp.where(valid, chunk, 0.0).sum(axis=0, dtype=xp.float64)
     mean = total / xp.maximum(count, 1)
     valid = count > 0
     if not bool(valid.any()):
@@ -363,7 +367,7 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
     -------
     obj : (n_modes, H, W) dtype, NumPy
     """
-    d = np.asarray(data)
+    d = data if patterns.is_streamed(data) else np.asarray(data)
     if d.ndim != 3 or 0 in d.shape:
         raise ValueError(f"data must have shape (J, Ny, Nx), got {d.shape}")
     n, ny, nx = d.shape

@@ -3,7 +3,7 @@
 `budget.estimate` bounds the host side; this is the GPU's side, term by term, each one an allocation the
 engine and `model.loss_and_grad` make:
 
-- the data and mask, held on the device for the whole run;
+- the data and mask, held on the device for the whole run (streamed data: the rows of one part of a step);
 - object and probe: value and Adam's two moments; the divergence watch's snapshot of the best state, and
   during the steps the gradient and a second snapshot (the last state, awaiting confirmation);
 - the cached work buffers: one FFT buffer per distinct chunk shape (the step's chunks, and the chunks of
@@ -32,8 +32,22 @@ STEP_COPIES = 10
 # loss terms, the masked terms and the mask broadcast over them
 LOSS_RECORD_ARRAYS = 5
 # the engine's bounded chunks, defined here (a lower floor) for the engine's mixins and the plan alike
-LOSS_CHUNK_BYTES = 1 << 24                  # float64 loss terms formed at once by the loss record (divergence)
-FIT_CHUNK_BYTES = 1 << 24                   # modelled intensities per chunk of the probe-scale fit (guesses)
+LOSS_CHUNK_BYTES = 1 << 23                  # float64 loss terms formed at once by the loss record (divergence)
+FIT_CHUNK_BYTES = 1 << 23                   # modelled intensities per chunk of the probe-scale fit (guesses)
+
+
+def streamed_rows(patch_shape) -> int:
+    """Patterns per part of a step on streamed data."""
+    return max(1, budget.STREAM_PART_BYTES // (int(np.prod(patch_shape)) * 4))
+
+
+def step_lengths(j, b, part=None) -> list[int]:
+    """The distinct numbers of patterns one evaluation takes: a batch of `b` and the epoch's last, shorter
+    one, each cut into parts of at most `part` patterns (streamed data)."""
+    batches = {b} | ({j % b} if j % b else set())
+    if part is None:
+        return sorted(batches)
+    return sorted({x for n in batches for x in ((part,) if n >= part else ()) + ((n % part,) if n % part else ())})
 
 
 def chunk_sizes(n_pos, per_position, elements) -> list[int]:
@@ -43,12 +57,13 @@ def chunk_sizes(n_pos, per_position, elements) -> list[int]:
 
 
 def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_probe_modes=1, dtype="complex64",
-                    batch=None, padding=0, per_frame_mask=False, refine_z=False) -> dict[str, Term]:
+                    batch=None, padding=0, per_frame_mask=False, refine_z=False, streamed=False) -> dict[str, Term]:
     """GPU bytes of a gradient-engine run, by term (see the module's docstring).
 
     batch: patterns per step (None: all, the default full batch; a growing batch: its largest);
-    refine_z: z refined in the near field (a spectrum buffer per chunk shape). The peak is the larger of the
-    set-up's (the probe-scale fit) and the run's.
+    refine_z: z refined in the near field (a spectrum buffer per chunk shape); streamed: the data stay in
+    their file and one part of a step (`streamed_rows`) is on the device at a time. The peak is the larger of
+    the set-up's (the probe-scale fit) and the run's.
     """
     j, (ny, nx), (h, w), mo, k, (by, bx), c, b = budget.sizes(n_patterns, patch_shape, obj_shape, n_object_modes,
                                                               n_probe_modes, padding, dtype, batch)
@@ -57,8 +72,9 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     per_position = elements * c.itemsize
     record = min(j, max(1, LOSS_CHUNK_BYTES // (8 * ny * nx)))      # the loss record's patterns at a time
     # chunk lengths: a step's (its batch and the epoch's last, shorter batch) and the loss record's (forward only)
-    steps = set(chunk_sizes(b, per_position, elements)) | set(chunk_sizes(j % b, per_position, elements)
-                                                               if j % b else ())
+    part = streamed_rows((ny, nx)) if streamed else None
+    lengths = step_lengths(j, b, part)
+    steps = {c for n in lengths for c in chunk_sizes(n, per_position, elements)}
     records = set(chunk_sizes(record, per_position, elements)) | set(chunk_sizes(j % record, per_position, elements)
                                                                       if j % record else ())
     shapes = sorted(steps | records)
@@ -68,15 +84,17 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     obj = mo * h * w * c.itemsize
     probe = k * ny * nx * c.itemsize
     record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
-    step_bytes = b * (ny * 8 + 16)                                 # the loss rows and position gradients
+    step_bytes = max(lengths) * (ny * 8 + 16)                      # the loss rows and position gradients
     in_record = RECORD_COPIES * (obj + probe) + record_bytes >= STEP_COPIES * (obj + probe) + step_bytes
     copies = RECORD_COPIES if in_record else STEP_COPIES
     held = ("value, Adam's moments and the best state's snapshot of them" if in_record else
             "value, gradient, Adam's moments and two snapshots of value and moments")
     real_name = np.dtype(f"f{real}").name
+    rows = max(lengths + [record]) if streamed else j              # streamed: the rows of one part or chunk
     terms = {
-        "data": Term(j * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name}"),
-        "mask": Term((j if per_frame_mask else 1) * ny * nx * real, "the mask"),
+        "data": Term(rows * ny * nx * real, f"the data, {j} patterns of {ny} x {nx} as {real_name}" if not streamed
+                     else f"the data's rows of one part, {rows} patterns of {ny} x {nx} (streamed)"),
+        "mask": Term((rows if per_frame_mask else 1) * ny * nx * real, "the mask"),
     }
     # the set-up's peak: the probe-scale fit, FIT_CHUNK_BYTES of intensities at a time, two products of them
     fit = min(j, max(1, FIT_CHUNK_BYTES // (ny * nx * real)))
@@ -120,7 +138,7 @@ def plan(dataset, config, *, device="cuda", batch=None) -> dict[str, dict[str, T
     k = max(getattr(config, "n_probe_modes", 1) or 1, s["stored_probe_modes"])
     common = dict(n_object_modes=getattr(config, "n_object_modes", 1), n_probe_modes=k,
                   dtype=getattr(config, "dtype", "complex64"), batch=b, padding=s["padding"],
-                  per_frame_mask=s["per_frame_mask"])
+                  per_frame_mask=s["per_frame_mask"], streamed=s["streamed"])
     out = {"host": budget.estimate(s["n_patterns"], s["patch_shape"], s["obj_shape"], device="cpu", **common)}
     if device == "cuda":
         z = getattr(config, "z", None)

@@ -33,8 +33,7 @@ def offsets(radius: float, step: float) -> np.ndarray:
 def pattern_losses(rec, idx, positions, loss) -> np.ndarray:
     """The loss of pattern idx[i] modelled at positions[i] with the current object and probe (host (B,))."""
     xp = rec.xp
-    rows = np.asarray(idx) if xp is np else xp.asarray(idx)      # repeated rows: one per candidate
-    data, mask = rec.data[rows], (rec.mask if rec.mask.ndim == 2 else rec.mask[rows])
+    data, mask = rec.pattern_rows(idx)                           # repeated rows: one per candidate
     intensity = rec.model_intensity(idx, positions)
     terms = reference.loss_terms(loss, intensity.astype(xp.float64), data.astype(xp.float64)) * mask
     return backends.to_host(terms.reshape(len(idx), -1).sum(axis=1))

@@ -14,7 +14,7 @@ FLOORS = [
     # ground: the standard library, devices, array-free helpers
     {"_version", "atomic", "backend", "geometry", "_build", "_nvrtc", "fft"},
     # the model's pieces: the reference (oracle), the launchers, argument checks, units, schedules
-    {"reference", "validation", "units", "schedules", "registration", "budget", "parallel", "launchers",
+    {"reference", "validation", "units", "schedules", "registration", "budget", "parallel", "patterns", "launchers",
      "launchers._core",
      "launchers.adam", "launchers.exitwave", "launchers.likelihood", "launchers.pie", "launchers.propagate",
      "launchers.sampling"},
@@ -26,7 +26,7 @@ FLOORS = [
      "io.results", "settings", "tables"},
     # the engines
     {"engine", "pie", "checkpoint", "divergence", "detector", "focus", "distributed", "guesses", "position_step",
-     "position_search"},
+     "position_search", "data_rows"},
     {"engines"},
     # runs from files, reports
     {"config", "defaults", "run", "report"},
