@@ -6,12 +6,16 @@ For each pattern count, a simulated far-field measurement of 128 x 128 patterns 
 refined) and its peak resident set size is read from the operating system. The same command on a
 16-pattern file gives the baseline (the interpreter, NumPy, SciPy, h5py, the compiled kernels).
 
-    python benchmarks/bench_memory.py                      # 1000 and 4000 patterns
+    python benchmarks/bench_memory.py                      # 1000 and 4000 patterns, loaded and streamed
     python benchmarks/bench_memory.py --patterns 4000 16000 --json out.json
 
-Columns: the data's size in memory (float32), the peak RSS, the peak less the baseline, and that
-excess over the data's size: the data are held once (no streaming yet), so the ideal is 1.0 plus
-the engine's state (object, probe, optimiser moments) and bounded chunks.
+Each file is reconstructed twice: with the data loaded (``data.stream=false``: held once, so the ideal
+is 1.0 x the data plus the engine's state and bounded chunks) and streamed (``data.stream=true``,
+`cuptycho.patterns`: rows read from the file per block; the target is 0.5 x the data plus the state
+plus 200 MB, and no growth with the number of patterns). Columns: the data's size in memory (float32),
+the peak RSS, the peak less the baseline, that excess over the data's size, and for the streamed run
+the engine's state (object, probe and their optimiser copies, `budget.estimate`) and what is left of
+the excess beside it.
 """
 from __future__ import annotations
 
@@ -40,12 +44,20 @@ def write_measurement(path: Path, n_patterns: int) -> int:
     return int(exp.data.astype(np.float32).nbytes)
 
 
-def peak_rss(path: Path, out: Path) -> int:
+def peak_rss(path: Path, out: Path, stream: bool = False) -> int:
     """Peak RSS in bytes of `cuptycho reconstruct path` (2 epochs), in a fresh process."""
     cmd = [sys.executable, "-m", "cuptycho", "reconstruct", str(path), "-o", str(out), "--force",
-           "--set", "epochs=2"]
+           "--set", "epochs=2", "--set", f"data.stream={'true' if stream else 'false'}"]
     kib = subprocess.run([sys.executable, "-c", MEASURE, *cmd], check=True, capture_output=True, text=True)
     return int(kib.stdout.strip().splitlines()[-1]) * 1024
+
+
+def state_bytes(path: Path) -> int:
+    """The engine's object and probe with their optimiser copies (`budget.estimate`'s terms) for `path`."""
+    from cuptycho import budget, io
+    ds = io.load(path, stream=True)
+    terms = budget.estimate(ds.n_patterns, ds.patch_shape, ds.obj_shape)
+    return terms["object"].bytes + terms["probe"].bytes
 
 
 def main():
@@ -59,15 +71,20 @@ def main():
         write_measurement(tmp / "base.cxi", 16)
         baseline = peak_rss(tmp / "base.cxi", tmp / "base_out.cxi")
         print(f"baseline (16 patterns): {baseline / 2**20:.0f} MiB")
-        print(f"{'patterns':>9} {'data MiB':>9} {'peak MiB':>9} {'excess MiB':>11} {'excess/data':>12}")
+        print(f"{'patterns':>9} {'mode':>9} {'data MiB':>9} {'peak MiB':>9} {'excess MiB':>11} {'excess/data':>12} "
+              f"{'state MiB':>10} {'rest MiB':>9}")
         for n in args.patterns:
             data_bytes = write_measurement(tmp / f"d{n}.cxi", n)
-            peak = peak_rss(tmp / f"d{n}.cxi", tmp / f"r{n}.cxi")
-            row = {"patterns": n, "data_bytes": data_bytes, "peak_bytes": peak, "baseline_bytes": baseline,
-                   "excess_over_data": (peak - baseline) / data_bytes}
-            rows.append(row)
-            print(f"{n:9d} {data_bytes / 2**20:9.0f} {peak / 2**20:9.0f} {(peak - baseline) / 2**20:11.0f} "
-                  f"{row['excess_over_data']:12.2f}", flush=True)
+            state = state_bytes(tmp / f"d{n}.cxi")
+            for stream in (False, True):
+                peak = peak_rss(tmp / f"d{n}.cxi", tmp / f"r{n}.cxi", stream)
+                row = {"patterns": n, "streamed": stream, "data_bytes": data_bytes, "peak_bytes": peak,
+                       "baseline_bytes": baseline, "state_bytes": state,
+                       "excess_over_data": (peak - baseline) / data_bytes}
+                rows.append(row)
+                print(f"{n:9d} {'streamed' if stream else 'loaded':>9} {data_bytes / 2**20:9.0f} {peak / 2**20:9.0f} "
+                      f"{(peak - baseline) / 2**20:11.0f} {row['excess_over_data']:12.2f} {state / 2**20:10.0f} "
+                      f"{(peak - baseline - state) / 2**20:9.0f}", flush=True)
     if args.json:
         with open_atomic(args.json, "w") as fh:
             json.dump({"rows": rows}, fh, indent=2)

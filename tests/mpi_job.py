@@ -1,6 +1,7 @@
 """A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
 
-MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "resume" (stopped
+MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "streamed" (the whole
+run on the dataset written as OUT.cxi by the test and streamed from it by every rank), "resume" (stopped
 after epoch 3, checkpointed by rank 0, loaded by every rank and finished), "raise" (rank 1 fails at its second
 epoch). Rank 0 writes OUT (.npz: object, probe, positions, loss, the bytes this rank summed, the ranks).
 """
@@ -30,6 +31,9 @@ def job_dataset():
 def main(mode, out):
     comm = MPI.COMM_WORLD
     ds = job_dataset()
+    if mode == "streamed":
+        from cuptycho import io
+        ds = io.load(out + ".cxi", stream=True)
     if mode == "raise":
         def fail(rec):
             if comm.Get_rank() == 1 and rec["epoch"] == 1:

@@ -11,7 +11,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from cuptycho import Config, Group, defaults, divergence, engines, guesses, initial, io, simulate, validation
+from cuptycho import (Config, Group, budget, defaults, detector, divergence, engines, guesses, initial, io, patterns,
+                      simulate, validation)
 
 SMALL = 1 << 18          # 256 KiB chunks (and read slabs), a small part of the data below
 
@@ -28,12 +29,12 @@ def measurement(tmp_path_factory):
     return write(tmp_path_factory.mktemp("memory") / "scan.cxi", 16)
 
 
-def excess(path, data_bytes):
+def excess(path, data_bytes, **options):
     """(peak traced bytes over the data while reading, peak over what reading left while a 2-epoch run of the
     command line's defaults with the detector model is set up and run)."""
     tracemalloc.start()
     try:
-        ds = io.load(path, chunk_bytes=SMALL)
+        ds = io.load(path, chunk_bytes=SMALL, **options)
         current, peak = tracemalloc.get_traced_memory()
         reading = peak - data_bytes
         tracemalloc.reset_peak()
@@ -59,6 +60,22 @@ def test_reading_setting_up_and_running_hold_the_data_once(measurement, tmp_path
     growth = large_bytes - small_bytes
     assert large[0] < 0.25 * large_bytes and large[0] - small[0] < 0.1 * growth, (small, large, growth)
     assert large[1] - small[1] < 0.5 * growth, (small, large, growth)
+
+
+def test_a_streamed_run_holds_a_bounded_part_of_the_data(measurement, tmp_path, monkeypatch):
+    """Streamed (`cuptycho.patterns`): reading holds 16 bytes per pattern, and a run's peak over the engine's own
+    state is bounded chunks, whatever the number of patterns."""
+    for module, name in ((validation, "CHECK_CHUNK_BYTES"), (initial, "MOMENT_CHUNK_BYTES"),
+                         (guesses, "FIT_CHUNK_BYTES"), (divergence, "LOSS_CHUNK_BYTES"), (patterns, "CHUNK_BYTES"),
+                         (detector, "COUNT_CHUNK_BYTES"), (budget, "STREAM_PART_BYTES"),
+                         (budget, "READ_AHEAD_BYTES")):
+        monkeypatch.setattr(module, name, SMALL)
+    small_path, small_bytes = measurement
+    large_path, large_bytes = write(tmp_path / "large.cxi", 32)
+    small, large = (excess(p, 0, stream=True) for p in (small_path, large_path))
+    assert large[0] < 0.05 * large_bytes, (large, large_bytes)
+    # the run: 5.8 MB over reading for 16.8 MB of data (1.0 MB more than for 4.2 MB: the larger object's state)
+    assert large[1] < 0.5 * large_bytes and large[1] - small[1] < 0.15 * (large_bytes - small_bytes), (small, large)
 
 
 def test_reading_reorders_repeated_and_unsorted_frames(measurement):

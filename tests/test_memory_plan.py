@@ -51,6 +51,22 @@ def test_the_gpu_plan_predicts_the_peak_within_20_percent(name, monkeypatch):
 
 @gpu
 @pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
+@pytest.mark.parametrize("batch", ["full", 16])
+def test_the_gpu_plan_predicts_the_peak_of_a_streamed_run(batch, tmp_path, monkeypatch):
+    """Streamed data (parts of 6 patterns): only a part's rows are on the device."""
+    from cuptycho import budget, io
+
+    monkeypatch.setattr(budget, "STREAM_PART_BYTES", 6 * 64 * 64 * 4)
+    path = io.write_cxi(tmp_path / "scan.cxi", simulate.preset("small_farfield", seed=1).measurement())
+    ds = io.load(path, stream=True)
+    cfg = Config(backend="cuda", init_probe="data", probe=Group(enabled=True), epochs=2, batch=batch)
+    predicted, measured = predicted_and_measured(ds, cfg)
+    held = sum(t.bytes for t in memory_plan.plan(io.load(path, stream=False), cfg)["device"].values())
+    assert abs(predicted / measured - 1) <= 0.2 and predicted < held, (predicted, measured, held)
+
+
+@gpu
+@pytest.mark.skipif(not EMULATED_GPU, reason="the device's high-water mark is read from the emulated allocator")
 def test_the_gpu_plan_predicts_the_peak_on_measured_data():
     """The PETRA III near-field scan with the command line's defaults for it (5 epochs)."""
     from cuptycho import config, io

@@ -71,6 +71,23 @@ def test_two_ranks_give_the_one_process_result(tmp_path, mode):
 
 
 @needs_mpi
+def test_two_ranks_on_streamed_data_give_the_one_process_result(tmp_path):
+    """Each rank streams the rows of its own tiles from the file (cuptycho.patterns); the result is the one
+    process's on the loaded data."""
+    from cuptycho import io
+
+    out = tmp_path / "two.npz"
+    io.write_cxi(f"{out}.cxi", job_dataset())
+    proc, _ = run_job("streamed", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = np.load(out)
+    one = reconstruct(io.load(f"{out}.cxi", stream=False), job_config())
+    np.testing.assert_allclose(two["loss"], one.loss, rtol=1e-9)
+    for key, value in (("object", one.object), ("probe", one.probe), ("positions", one.positions)):
+        np.testing.assert_allclose(two[key], value, rtol=1e-8, atol=1e-8 * np.abs(value).max(), err_msg=key)
+
+
+@needs_mpi
 def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
     proc, _ = run_job("resume", tmp_path / "resumed.npz")
     assert proc.returncode == 0, proc.stderr[-3000:]
