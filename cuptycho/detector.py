@@ -50,18 +50,15 @@ class DetectorModel:
     def masked_counts(self) -> tuple[float, float]:
         """(sum of data x mask, sum of the mask's weights) over every pattern, in float64, a bounded chunk of
         patterns at a time (no product of the data's size; streamed data are read once)."""
-        xp, n = self.xp, self.ds.n_patterns
+        xp = self.xp
         step = max(1, COUNT_CHUNK_BYTES // (8 * math.prod(self.ds.patch_shape)))
-        counts = weight = 0.0
-        for start in range(0, n, step):
-            data, mask = self.pattern_rows(np.arange(start, min(start + step, n)))
+
+        def sums(idx):
+            data, mask = self.pattern_rows(idx)
             if mask.ndim == 2:
-                counts = counts + (xp.sum(data, axis=0, dtype=xp.float64) * mask).sum()
-                weight = weight + mask.sum(dtype=xp.float64) * len(data)
-            else:
-                counts = counts + (data.astype(xp.float64) * mask).sum()
-                weight = weight + mask.sum(dtype=xp.float64)
-        return float(counts), float(weight)
+                return (xp.sum(data, axis=0, dtype=xp.float64) * mask).sum(), mask.sum(dtype=xp.float64) * len(data)
+            return (data.astype(xp.float64) * mask).sum(), mask.sum(dtype=xp.float64)
+        return self.chunk_sums(step, sums, 2)          # MPI: the ranks share the chunks
 
     def detector_units(self) -> dict:
         """Learning-rate units: the background's is the data's mean count per valid pixel."""

@@ -1,13 +1,15 @@
 """The gradient engine over several ranks (`cuptycho.parallel` says how the work is shared).
 
-A mixin of `engine.Reconstruction`: which patterns of a batch this rank evaluates, the sums across
-ranks of what a batch adds up over its patterns, and the exchange of the per-pattern parameters
-(position corrections, scales) each owner stepped, after every epoch.
+A mixin of `engine.Reconstruction`: which patterns of a batch (or of a pass over all of them) this rank
+evaluates, the sums across ranks of what a batch adds up over its patterns, and the exchange of the
+per-pattern parameters (position corrections, scales) each owner stepped, after every epoch. The engine
+attaches its communicator before its set-up, so the set-up's passes over the data are shared too.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import backend as backends
 from . import parallel
 
 
@@ -33,6 +35,29 @@ class Distributed:
     def own(self, idx):
         """The patterns of `idx` this rank evaluates (all of them in one process)."""
         return idx if self.owner is None else idx[self.owner[idx] == self.comm.rank]
+
+    def chunk_sums(self, step, compute, count):
+        """`count` sums over every pattern: ``compute(idx)`` gives them (floats or 0-d arrays) over the
+        patterns `idx`, a consecutive range of at most `step`. The ranges are dealt to the ranks in turn (each
+        rank reads a part of streamed data), their values exchanged (an allreduce of the table of ranges, exact:
+        the other ranks add zeros) and summed in range order, so every rank holds the one process's sums bit
+        for bit. One transfer of the table from the device."""
+        n = self.ds.n_patterns
+        starts = list(range(0, n, step))
+        mine = list(range(self.comm.rank, len(starts), self.comm.size))
+        values = [compute(np.arange(starts[k], min(starts[k] + step, n))) for k in mine]
+        table = np.zeros((len(starts), count))
+        if values:
+            flat = [v for row in values for v in row]
+            xp = backends.array_module(*[v for v in flat if not isinstance(v, (int, float))]) \
+                if any(not isinstance(v, (int, float)) for v in flat) else np
+            table[mine] = backends.to_host(xp.stack([xp.asarray(v, dtype=xp.float64) for v in flat])).reshape(
+                len(mine), -1)
+        table = self.comm.sum(table)
+        sums = [0.0] * count
+        for row in table:                        # in range order: the serial sums' order
+            sums = [a + b for a, b in zip(sums, row.tolist())]
+        return tuple(sums)
 
     def reduce(self, value, grads, mine, wanted):
         """The batch's loss and its sums over patterns, summed across ranks; a rank that owns none of the batch

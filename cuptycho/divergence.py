@@ -56,15 +56,12 @@ class DivergenceWatch:
         # LOSS_CHUNK_BYTES of float64 terms at a time (a full batch held 4 x the data), whatever the batch: a
         # sequential PIE engine's batch of one made it one forward and two host round trips per pattern
         size = min(n, max(1, LOSS_CHUNK_BYTES // (8 * math.prod(self.ds.patch_shape))))
-        total = weight = 0.0
-        for start in range(0, n, size):
-            idx = np.arange(start, min(start + size, n))
+        def sums(idx):                           # summed where the arrays live: one transfer at the end
             data, mask = self.batch_data(idx)
             intensity = self.model_intensity(idx, self.batch_positions(idx))
-            # summed where the arrays live: one transfer of each sum at the end
-            total = total + (mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum()
-            weight = weight + mask.sum(dtype=f64) * (len(idx) if mask.ndim == 2 else 1)
-        return float(total), float(weight)
+            return ((mask * reference.loss_terms(name, intensity.astype(f64), data.astype(f64))).sum(),
+                    mask.sum(dtype=f64) * (len(idx) if mask.ndim == 2 else 1))
+        return self.chunk_sums(size, sums, 2)          # MPI: the ranks share the chunks
 
     def measure(self, key):
         """The current state's loss over every pattern as an epoch with loss definition `key` (`loss_key`)

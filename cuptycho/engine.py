@@ -63,7 +63,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
             raise ValueError("constraints.probe_support cuts the probe each epoch, but [probe] enabled = false: the "
                              "probe given would be changed, not refined; enable [probe] or leave out probe_support")
 
-    def __init__(self, dataset, config: Config):
+    def __init__(self, dataset, config: Config, comm=None):
         config.check()
         self.check_config(config)
         if config.z.enabled and dataset.propagator == "farfield":
@@ -97,6 +97,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         # change of the scan's scale, rotation and shear about its centre) is refined with [scan]
         self.affine, self.scan_centre = np.zeros((2, 2)), self.nominal.mean(axis=0)
         self.excluded = np.zeros(n, dtype=bool)     # patterns left out of the loss ([position_search] exclude)
+        self.attach(comm)                           # MPI ranks: before the set-up, whose passes they share
         self.probe = dev(self._initial_probe())
         self.obj = dev(self._initial_object())        # after the probe: init_object "data" weighs by its power
         self.z0 = dataset.z
@@ -323,6 +324,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
     def switch_loss(self, epoch):
         """At a loss switch, scale the new loss so the object gradient's norm is continuous."""
         old, new = self.loss_name(epoch - 1), self.loss_name(epoch)
+        # every rank evaluates every pattern (in parts when streamed): the same scale on every rank, bit for bit
         idx, wanted = np.arange(self.ds.n_patterns), frozenset({"object", "probe"})
         _, g_old = self.evaluate_parts(idx, old, None, wanted, len(idx))
         _, g_new = self.evaluate_parts(idx, new, None, wanted, len(idx))

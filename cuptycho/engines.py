@@ -40,9 +40,7 @@ def create(dataset, config: Config | None = None, comm=None) -> Reconstruction:
     comm = parallel.communicator(comm)
     if comm.size > 1 and backend.resolve(config.backend) == "cuda":
         parallel.select_gpu(comm)              # one GPU per rank of a node, before the engine allocates
-    rec = engine_class(config.engine)(dataset, config)
-    rec.attach(comm)
-    return rec
+    return engine_class(config.engine)(dataset, config, comm=comm)
 
 
 def reconstruct(dataset, config: Config | None = None, comm=None) -> Result:

@@ -49,16 +49,15 @@ class StartingGuesses:
     def _fit_probe_scale(self):
         """Scale the probe so the first predicted intensities match the data (least squares); for a probe the
         user gave, the factor is an event ("probe_scale"), so it is never rescaled without a word."""
-        n, ny, nx = self.data.shape
+        ny, nx = self.ds.patch_shape
         step = max(1, FIT_CHUNK_BYTES // (ny * nx * self.real.itemsize))   # a chunk's intensities, not all
-        numerator = denominator = 0.0
-        for start in range(0, n, step):
-            idx = np.arange(start, min(start + step, n))
+
+        def sums(idx):
             data, mask = self.batch_data(idx)
             intensity = ops.forward(self.device, self.obj, self.probe,
                                     backends.to_device(self.device, self.batch_positions(idx)), **self.model_kwargs())
-            a, b = initial.scale_sums(intensity, data, mask)
-            numerator, denominator = numerator + a, denominator + b
+            return initial.scale_sums(intensity, data, mask)
+        numerator, denominator = self.chunk_sums(step, sums, 2)       # MPI: the ranks share the chunks
         before = float(self.xp.linalg.norm(self.probe))
         self.probe = initial.scaled_by(self.probe, numerator, denominator)
         if self.cfg.init_probe == "dataset":     # a probe the user gave; a guess of our own is ours to scale

@@ -37,6 +37,10 @@ class Serial:
     def sum(self, value):
         return value
 
+    def maximum(self, value: float) -> float:
+        """The largest of the ranks' `value` (a float)."""
+        return value
+
     def abort(self, code=1):
         """End every rank (nothing to end in one process)."""
 
@@ -59,6 +63,12 @@ class MPICommunicator(Serial):
         self.comm.Allreduce(host, out, op=MPI.SUM)
         self.bytes_summed += host.nbytes
         return out if isinstance(value, np.ndarray) else backends.to_device("cuda", out)
+
+    def maximum(self, value: float) -> float:
+        from mpi4py import MPI
+
+        self.bytes_summed += 8
+        return float(self.comm.allreduce(float(value), op=MPI.MAX))
 
     def abort(self, code=1):
         self.comm.Abort(code)

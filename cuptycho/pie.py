@@ -115,8 +115,8 @@ class PIEReconstruction(Reconstruction):
                 raise ValueError(f"the {name} regulariser needs engine = 'gradient'; the {config.engine} engine has "
                                  "no penalty terms (constraints apply to every engine)")
 
-    def __init__(self, dataset, config):
-        super().__init__(dataset, config)
+    def __init__(self, dataset, config, comm=None):
+        super().__init__(dataset, config, comm)
         if config.positions.enabled and config.probe.enabled and self.probe.shape[0] > 1:
             # measured on a simulated scan: 3.8 -> 10-13 px RMS with 3 refined probe modes; with a known
             # probe the same refinement improves the positions

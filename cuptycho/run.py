@@ -288,7 +288,9 @@ class ResumableRun:
     def _build(self, run):
         """The dataset and the engine (with the checkpoint's state when resuming)."""
         try:
-            self.dataset = ds = io.load(self.data, **reader_options(run.data))
+            # several ranks share the checking pass of streamed data (each reads a part of the file)
+            ranks = {"comm": self.comm} if self.comm.size > 1 else {}
+            self.dataset = ds = io.load(self.data, **reader_options(run.data), **ranks)
         except TypeError as err:
             raise ValueError(f"{self.data}: a [data] option does not apply to this kind of file ({err})") from None
         cfg = run.config

@@ -1,7 +1,9 @@
 """A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
 
 MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "streamed" (the whole
-run on the dataset written as OUT.cxi by the test and streamed from it by every rank), "resume" (stopped
+run on the dataset written as OUT.cxi by the test and streamed from it by every rank), "setup" (OUT.cxi
+opened streamed by the ranks together and an engine set up on it: the frame totals, the fitted probe, the
+counts and the loss record, and the frames each rank read while opening), "resume" (stopped
 after epoch 3, checkpointed by rank 0, loaded by every rank and finished), "raise" (rank 1 fails at its second
 epoch). Rank 0 writes OUT (.npz: object, probe, positions, loss, the bytes this rank summed, the ranks).
 """
@@ -28,8 +30,32 @@ def job_dataset():
     return ds
 
 
+def setup(comm, out):
+    """The "setup" mode: what opening and setting up leave on every rank, exactly, and who read what."""
+    from cuptycho import io
+    from cuptycho.io import cxi
+
+    frames, read = [], cxi._read
+
+    def counted(path, dset, what, sel=()):
+        if what == "diffraction data":
+            frames.append(np.arange(dset.shape[0])[sel[-1]].size)
+        return read(path, dset, what, sel)
+    cxi._read = counted
+    ds = io.load(out + ".cxi", stream=True, comm=comm, chunk_bytes=5 * 64 * 64 * 4)
+    opened = sum(frames)
+    rec = create(ds, job_config(init_probe="data", background=Group(enabled=True)), comm=comm)
+    values = dict(sums=ds.data.frame_sums(), probe=np.asarray(rec.probe), counts=np.array(rec.masked_counts()),
+                  loss=np.array(rec.data_loss("gaussian")))
+    opened = comm.gather(opened)
+    if comm.Get_rank() == 0:
+        np.savez(out, opened=np.array(opened), ranks=comm.Get_size(), **values)
+
+
 def main(mode, out):
     comm = MPI.COMM_WORLD
+    if mode == "setup":
+        return setup(comm, out)
     ds = job_dataset()
     if mode == "streamed":
         from cuptycho import io

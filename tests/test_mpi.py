@@ -88,6 +88,44 @@ def test_two_ranks_on_streamed_data_give_the_one_process_result(tmp_path):
 
 
 @needs_mpi
+def test_two_ranks_open_and_set_up_streamed_data_together_exactly_as_one_process(tmp_path):
+    """Opening a streamed file, each rank checks a share of its slabs; the set-up's passes over every pattern
+    (probe-scale fit, counts, loss record) deal their chunks to the ranks: both give one process's values bit
+    for bit."""
+    from cuptycho import io
+
+    out = tmp_path / "setup.npz"
+    io.write_cxi(f"{out}.cxi", job_dataset())
+    proc, _ = run_job("setup", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = np.load(out)
+
+    ds = io.load(f"{out}.cxi", stream=True, chunk_bytes=5 * 64 * 64 * 4)
+    rec = create(ds, job_config(init_probe="data", background=Group(enabled=True)))
+    np.testing.assert_array_equal(two["sums"], ds.data.frame_sums())
+    np.testing.assert_array_equal(two["probe"], rec.probe)
+    np.testing.assert_array_equal(two["counts"], rec.masked_counts())
+    np.testing.assert_array_equal(two["loss"], rec.data_loss("gaussian"))
+    assert two["opened"].sum() == 49 and max(two["opened"]) <= 25, two["opened"]   # 49 frames, slabs of 5
+
+
+@needs_mpi
+def test_a_streamed_file_with_a_nan_frame_fails_every_rank(tmp_path):
+    """Every rank raises the same error (the ranks sum what their shares found), so no rank waits."""
+    import h5py
+
+    from cuptycho import io
+
+    out = tmp_path / "bad.npz"
+    io.write_cxi(f"{out}.cxi", job_dataset())
+    with h5py.File(f"{out}.cxi", "r+") as f:
+        f["entry_1/data_1/data"][7, 1, 1] = np.nan
+    proc, seconds = run_job("setup", out)
+    assert proc.returncode != 0 and seconds < 60
+    assert proc.stderr.count("1 frame(s) contain NaN or Inf values (frame 7)") == 2, proc.stderr[-3000:]
+
+
+@needs_mpi
 def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
     proc, _ = run_job("resume", tmp_path / "resumed.npz")
     assert proc.returncode == 0, proc.stderr[-3000:]

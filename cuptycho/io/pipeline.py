@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import budget, patterns, preprocess, units, validation
+from .. import budget, parallel, patterns, preprocess, units, validation
 from ._common import DataError, load_npy, npz_member
 from .frames import read_frames
 
 CHUNK_BYTES = 32 * 2**20          # raw bytes per slab read from a file
 PREPROCESS_KEYS = ("frames", "dark", "fftshift", "crop", "center", "bin", "saturation", "chunk_bytes", "stream",
-                   "load_limit")
+                   "load_limit", "comm")
 
 
 def check_options(reader: str, options: dict) -> None:
@@ -125,7 +125,7 @@ class Pipeline:
 
     def __init__(self, path, n_frames, frame_shape, raw_dtype, *, frames=None, dark=None, fftshift=False,
                  crop=None, center=None, bin=1, saturation=None, chunk_bytes=CHUNK_BYTES, stream="auto",
-                 load_limit=None, source="the data", streamable=True):
+                 load_limit=None, comm=None, source="the data", streamable=True):
         self.path = path
         self.frame_shape = tuple(int(s) for s in frame_shape)
         # `source` names the array in messages: the memory checks say what the file claims
@@ -144,6 +144,7 @@ class Pipeline:
                                   "archive member): write it as CXI (cuptycho.io.write_cxi) to stream it, or set "
                                   "stream = false")
         self.stream = stream if streamable else False
+        self.comm = parallel.communicator(comm)           # MPI ranks share the checking pass of streamed data
         count = _selected(frames, n_frames)                 # before the frames are listed: 8 bytes each
         pixels = _output_pixels(self.frame_shape, crop, bin)
         if self.streams(count * pixels):                    # totals per frame, saturation bits
@@ -206,10 +207,12 @@ class Pipeline:
             m = np.fft.fftshift(m, axes=(-2, -1))
         return np.ascontiguousarray(self._resample(m, reduce))
 
-    def _slabs(self, read):
-        """(positions in the output, raw frames) for consecutive slabs of the requested frames."""
+    def _slabs(self, read, shared=False):
+        """(positions in the output, raw frames) for consecutive slabs of the requested frames; `shared`: only
+        this MPI rank's slabs (every size-th, from its rank on)."""
         idx = self.indices
-        for start in range(0, idx.size, self.slab):
+        rank, size = (self.comm.rank, self.comm.size) if shared else (0, 1)
+        for start in range(rank * self.slab, idx.size, size * self.slab):
             want = idx[start:start + self.slab]
             uniq, inverse = np.unique(want, return_inverse=True)
             if uniq.size == uniq[-1] - uniq[0] + 1:
@@ -226,8 +229,9 @@ class Pipeline:
         center = self.center
         if isinstance(center, str):
             total = np.zeros(self.frame_shape, dtype=np.float64)
-            for _, raw in self._slabs(read):
+            for _, raw in self._slabs(read, shared=True):
                 total += np.nan_to_num(self._early(raw)).sum(axis=0, dtype=np.float64)
+            total = self.comm.sum(total)
         try:
             if isinstance(center, str):
                 center = preprocess.find_centre(total, center)
@@ -263,7 +267,7 @@ class Pipeline:
             shown = ", ".join(str(j) for j in bad[:10]) + (", ..." if len(bad) > 10 else "")
             raise DataError(self.path, f"{len(bad)} frame(s) contain NaN or Inf values (frame {shown}); "
                                        "drop them with frames=... or repair the file")
-        if self.n_negative:
+        if self.n_negative and self.comm.rank == 0:           # one warning, from rank 0 under MPI
             warnings.warn(f"{os.fspath(self.path)}: {self.n_negative} negative value(s) (min {self.min_value:g}) "
                           "clipped to 0", preprocess.NegativeCountsWarning, stacklevel=4)
 
@@ -311,19 +315,25 @@ class Pipeline:
 
     def _stream(self, read, open_reader, out_shape):
         """One checking pass (frame totals, the maximum, NaN frames, negative counts, saturation bits), then
-        the streamed patterns (and weights)."""
+        the streamed patterns (and weights). MPI ranks (``comm``) check a share of the slabs each and sum what
+        they found, so every rank holds the same totals and raises the same error."""
         n = self.indices.size
-        sums, peak, bad = np.empty(n), 0.0, []
-        bits = None if self.saturation is None else np.empty((n, out_shape[0], -(-out_shape[1] // 8)), np.uint8)
-        for start, raw in self._slabs(read):
-            block, nonfinite = self._prepare(raw)
-            bad.extend(int(self.indices[start + k]) for k in nonfinite)
+        sums, peak, nonfinite = np.zeros(n), 0.0, np.zeros(n, dtype=np.int32)
+        bits = None if self.saturation is None else np.zeros((n, out_shape[0], -(-out_shape[1] // 8)), np.uint8)
+        for start, raw in self._slabs(read, shared=True):
+            block, bad = self._prepare(raw)
+            nonfinite[start + bad] = 1
             sums[start:start + len(block)] = block.sum(axis=(1, 2), dtype=np.float64)
             peak = max(peak, float(block.max()))
             if bits is not None:
                 bits[start:start + len(block)] = np.packbits(self._saturation(raw) > 0, axis=-1)
             del raw, block
-        self._report(bad)
+        if self.comm.size > 1:                   # the slabs of the other ranks are zeros here: sums are unions
+            sums, nonfinite, peak = self.comm.sum(sums), self.comm.sum(nonfinite), self.comm.maximum(peak)
+            self.n_negative = int(self.comm.sum(self.n_negative))
+            self.min_value = -self.comm.maximum(-self.min_value)
+            bits = None if bits is None else self.comm.sum(bits)
+        self._report([int(self.indices[k]) for k in np.flatnonzero(nonfinite)])
         source = os.fspath(self.path)
         reader = _RowReader(self, open_reader)
         data = patterns.StreamedPatterns(reader, (n, *out_shape), frame_sums=sums, maximum=peak, source=source,
