@@ -19,9 +19,15 @@
 //                          `omp parallel for`, so per-row set-up (taps, pointers) is done once
 //                          per row and the column loop can vectorise. GPU: one thread per
 //                          (row, col) element; the per-row set-up is recomputed per element.
-//   CPT_ROW_ADD(p, v)      add a row's partial sum into *p: a plain add on the CPU (a row is
-//                          visited by exactly one thread), atomicAdd on the GPU (one add per
-//                          element). The caller zeroes *p first.
+//   CPT_FOR_ROW_SUMS(row, nrows, ncols) ... CPT_ROW_COLS(col, ncols) { ... } ...
+//   CPT_ROW_SUMS_ADD(p, a, q, b) CPT_END_ROWS
+//                          rows whose columns add up to sums: *p += a and *q += b once per row (a
+//                          null p or q is skipped; the caller zeroes them first). CPU: as
+//                          CPT_FOR_ROWS, a plain add. GPU: one block per row (grid-stride over
+//                          rows), its threads over the columns, the sums by a fixed-order block
+//                          reduction added by thread 0: no atomics, the same sums on every run.
+//                          Every thread of a block reaches CPT_ROW_SUMS_ADD (it has barriers): a
+//                          row may be skipped (`continue`) only as a whole.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -42,7 +48,37 @@
 #  define CPT_FOR_COLS(col, ncols) \
        for (long long col = cpt_col_, cpt_once_ = 0; cpt_once_ < 1; ++cpt_once_)
 #  define CPT_END_ROWS }
-#  define CPT_ROW_ADD(p, v) atomicAdd((p), (v))
+#  define CPT_FOR_ROW_SUMS(row, nrows, ncols) \
+     for (long long row = blockIdx.x; row < (long long)(nrows); row += gridDim.x) {
+#  define CPT_ROW_COLS(col, ncols) \
+       for (long long col = threadIdx.x; col < (long long)(ncols); col += blockDim.x)
+#  define CPT_ROW_SUMS_ADD(p, a, q, b)                                                     \
+       do {                                                                                \
+         double cpt_a_ = (a), cpt_b_ = (b);                                                \
+         cpt_block_sum2(cpt_a_, cpt_b_);                                                   \
+         if (threadIdx.x == 0) {                                                           \
+           if (p) *(p) += cpt_a_;                                                          \
+           if (q) *(q) += cpt_b_;                                                          \
+         }                                                                                 \
+       } while (0)
+// a and b summed over the threads of the block (256, BLOCK in launchers/_core.py), in a fixed tree
+// order, the totals in every thread; every thread of the block must call it (barriers)
+__device__ __forceinline__ void cpt_block_sum2(double& a, double& b) {
+  __shared__ double sa[256], sb[256];
+  sa[threadIdx.x] = a;
+  sb[threadIdx.x] = b;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      sa[threadIdx.x] += sa[threadIdx.x + s];
+      sb[threadIdx.x] += sb[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  a = sa[0];
+  b = sb[0];
+  __syncthreads();                       // every thread has read the totals before the next call writes
+}
 #else
 #  include <cmath>
 #  include <omp.h>
@@ -70,7 +106,13 @@ using std::sqrt;
      for (long long row = 0; row < cpt_rows_; ++row) {
 #  define CPT_FOR_COLS(col, ncols) for (long long col = 0; col < (long long)(ncols); ++col)
 #  define CPT_END_ROWS }
-#  define CPT_ROW_ADD(p, v) (*(p) += (v))
+#  define CPT_FOR_ROW_SUMS(row, nrows, ncols) CPT_FOR_ROWS(row, nrows, ncols)
+#  define CPT_ROW_COLS(col, ncols) CPT_FOR_COLS(col, ncols)
+#  define CPT_ROW_SUMS_ADD(p, a, q, b) \
+       do {                            \
+         if (p) *(p) += (a);           \
+         if (q) *(q) += (b);           \
+       } while (0)
 #endif
 
 // Complex numbers with the memory layout of numpy's complex64 / complex128 (re, im). Our own

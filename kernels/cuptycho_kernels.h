@@ -25,9 +25,12 @@
  * CUDA build (libcuptycho_kernels_cuda, CMake option CUPTYCHO_CUDA=ON): the same names are
  * exported as __global__ kernels taking device pointers. Do not call them as functions; launch
  * them with cudaLaunchKernel((const void*)name, grid, block, args, 0, stream) with 256 threads
- * per block (patch_posgrad requires exactly 256). Every kernel is a grid-stride loop, so any
- * grid size is correct; patch_posgrad runs one block per position. On the GPU the
- * "accumulated" outputs use atomicAdd, so their sums vary in the last bits from run to run.
+ * per block (patch_posgrad, likelihood, detector_likelihood and spectrum_adj require exactly 256:
+ * they sum in the block). Every kernel is a grid-stride loop, so any grid size is correct;
+ * patch_posgrad runs one block per position, the likelihoods and spectrum_adj one per buffer row
+ * (their row sums are block reductions in a fixed order: the same on every run). On the GPU
+ * patch_adj's object gradient is accumulated with atomicAdd, so it varies in the last bits from
+ * run to run.
  * Both libraries export the same names: link one of them into a program (or dlopen each with
  * RTLD_LOCAL).
  *

@@ -33,8 +33,8 @@
 //
 // loss: 0 gaussian, 1 poisson, 2 intensity, 3 weighted (reference.LOSSES order); eps is
 // reference.EPS, passed in by the launcher.
-// Launch: GPU one thread per buffer element (n_pos*buf_ny*buf_nx), one atomicAdd per window
-// pixel; CPU buffer rows (n_pos*buf_ny) in parallel, one plain add per row.
+// Launch: GPU one block per buffer row (n_pos*buf_ny), the row's sums reduced in the block (no
+// atomics); CPU buffer rows (n_pos*buf_ny) in parallel, one plain add per row.
 // A second entry, intensity, writes the modelled intensities alone (the forward model's output).
 #include "common.cuh"
 
@@ -136,11 +136,13 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
                         T grad_scale, T deriv_scale) {
   const long long plane = buf_ny * buf_nx;
 #if CPT_GPU
-  CPT_FOR_ROWS(row, n_pos * buf_ny, buf_nx)
+  // one block per buffer row, its threads over the columns (CPT_FOR_ROW_SUMS): the row's loss and scale
+  // sums are block sums, no atomics, the same on every run
+  CPT_FOR_ROW_SUMS(row, n_pos * buf_ny, buf_nx)
     const long long j = row / buf_ny, r = row % buf_ny - off_y;      // r: window row
     cplx<T>* CPT_RESTRICT w0 = waves + (j * n_modes * buf_ny + row % buf_ny) * buf_nx;   // mode 0
-    if (r < 0 || r >= ny) {
-      CPT_FOR_COLS(bc, buf_nx) {
+    if (r < 0 || r >= ny) {                                         // the whole row: every thread
+      CPT_ROW_COLS(bc, buf_nx) {
         for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = make_cplx<T>(0, 0);
       }
     } else {
@@ -150,7 +152,7 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
       const T* CPT_RESTRICT m_row = mask + ((mask_per_pattern ? j * ny : 0) + dr) * nx;
       const T s = (EXT && scale) ? scale[j] : (T)1;
       double acc = 0, acc_s = 0;
-      CPT_FOR_COLS(bc, buf_nx) {
+      CPT_ROW_COLS(bc, buf_nx) {
         const long long c = bc - off_x;                                // window column
         if (c < 0 || c >= nx) {
           for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = make_cplx<T>(0, 0);
@@ -176,8 +178,8 @@ CPT_DEV void likelihood(cplx<T>* CPT_RESTRICT waves, const T* CPT_RESTRICT data,
         const T gs = EXT ? s * g : g;
         for (long long m = 0; m < n_modes; ++m) w0[m * plane + bc] = gs * w0[m * plane + bc];
       }
-      if (acc != 0) CPT_ROW_ADD(loss_rows + j * ny + r, acc);
-      if (EXT && scale_rows && acc_s != 0) CPT_ROW_ADD(scale_rows + j * ny + r, (double)deriv_scale * acc_s);
+      CPT_ROW_SUMS_ADD(loss_rows + j * ny + r, acc, (EXT && scale_rows) ? scale_rows + j * ny + r : (double*)0,
+                       (double)deriv_scale * acc_s);
     }
   CPT_END_ROWS
 #else

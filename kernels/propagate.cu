@@ -43,27 +43,28 @@ CPT_DEV void spectrum_fwd(cplx<T>* CPT_RESTRICT x, cplx<T>* CPT_RESTRICT spectru
 // spectrum_adj: when spectrum is not null, first
 //   dz_rows[b*buf_ny + r] += -sum_c kz[f] Im(conj(g[b, f]) spectrum[b, f])   (double; caller zeroes)
 // with g the raw FFT of G_Psi (before the multiply); then g[b, f] *= conj(h[f]). One pass.
-// Launch: GPU one thread per element, one atomicAdd per element; CPU rows in parallel, one add per row.
+// Launch: rows with sums (CPT_FOR_ROW_SUMS): GPU one block per buffer row, the dz row summed in the
+// block (no atomics); CPU rows in parallel, one add per row.
 template <typename T>
 CPT_DEV void spectrum_adj(cplx<T>* CPT_RESTRICT g, const cplx<T>* CPT_RESTRICT spectrum,
                           const cplx<T>* CPT_RESTRICT h, const double* CPT_RESTRICT kz,
                           double* CPT_RESTRICT dz_rows, long long batch, long long buf_ny, long long buf_nx) {
-  CPT_FOR_ROWS(row, batch * buf_ny, buf_nx)
+  CPT_FOR_ROW_SUMS(row, batch * buf_ny, buf_nx)
     cplx<T>* CPT_RESTRICT gr = g + row * buf_nx;
     const long long f0 = (row % buf_ny) * buf_nx;
     const cplx<T>* CPT_RESTRICT hr = h + f0;
-    if (spectrum) {
+    if (spectrum) {                                  // the same branch for every thread of a row
       const cplx<T>* CPT_RESTRICT sr = spectrum + row * buf_nx;
       const double* CPT_RESTRICT kr = kz + f0;
       double acc = 0;
-      CPT_FOR_COLS(c, buf_nx) {
+      CPT_ROW_COLS(c, buf_nx) {
         const cplx<T> v = gr[c], s = sr[c];
         acc -= kr[c] * ((double)v.re * (double)s.im - (double)v.im * (double)s.re);   // Im(conj(v) s)
         gr[c] = conj_mul(hr[c], v);
       }
-      CPT_ROW_ADD(dz_rows + row, acc);
+      CPT_ROW_SUMS_ADD(dz_rows + row, acc, (double*)0, 0.0);
     } else {
-      CPT_FOR_COLS(c, buf_nx) { gr[c] = conj_mul(hr[c], gr[c]); }
+      CPT_ROW_COLS(c, buf_nx) { gr[c] = conj_mul(hr[c], gr[c]); }
     }
   CPT_END_ROWS
 }

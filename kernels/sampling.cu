@@ -109,7 +109,6 @@ CPT_DEV void patch_posgrad(const cplx<T>* CPT_RESTRICT obj, long long n_modes, l
                            const P* CPT_RESTRICT pos, long long n_pos, long long ny, long long nx,
                            const cplx<T>* CPT_RESTRICT grad_patches, double* CPT_RESTRICT out) {
 #if CPT_GPU
-  __shared__ double sy[256], sx[256];
   for (long long j = blockIdx.x; j < n_pos; j += gridDim.x) {
     const Taps<P> t = bilinear_taps(pos, j, ny, nx, h, w);
     double gy = 0, gx = 0;
@@ -118,21 +117,11 @@ CPT_DEV void patch_posgrad(const cplx<T>* CPT_RESTRICT obj, long long n_modes, l
       posgrad_rows<T, P>(obj, h, w, grad_patches + ((j * n_modes + m) * ny + r) * nx, t, m, r,
                          threadIdx.x, nx, blockDim.x, gy, gx);
     }
-    sy[threadIdx.x] = gy;
-    sx[threadIdx.x] = gx;
-    __syncthreads();
-    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (threadIdx.x < s) {
-        sy[threadIdx.x] += sy[threadIdx.x + s];
-        sx[threadIdx.x] += sx[threadIdx.x + s];
-      }
-      __syncthreads();
-    }
+    cpt_block_sum2(gy, gx);
     if (threadIdx.x == 0) {
-      out[2 * j] = sy[0];
-      out[2 * j + 1] = sx[0];
+      out[2 * j] = gy;
+      out[2 * j + 1] = gx;
     }
-    __syncthreads();
   }
 #else
 #pragma omp parallel for schedule(static) if(n_pos * n_modes * ny * nx >= CPT_MIN_PARALLEL)

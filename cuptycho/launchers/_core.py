@@ -86,12 +86,13 @@ def _multiprocessors(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
-def launch(concern, name, dtype, args, *, elements=None, blocks=None):
+def launch(concern, name, dtype, args, *, elements=None, blocks=None, rows=None):
     """Run entry `<name>_<f32|f64>` of kernels/<concern>.cu on the arguments' device.
 
     `dtype` picks the suffix: complex64 or float32 -> f32, complex128 or float64 -> f64.
 
-    GPU geometry: `blocks` blocks of BLOCK threads when given (one block per item kernels),
+    GPU geometry: `blocks` blocks of BLOCK threads when given (one block per item kernels); one block
+    per row for `rows` (kernels whose rows sum in the block, CPT_FOR_ROW_SUMS), capped at 32 per SM;
     otherwise enough blocks for `elements` grid-stride elements, capped at 32 per SM.
     """
     fname = f"{name}_{ENTRY_SUFFIX[np.dtype(dtype)]}"
@@ -104,7 +105,8 @@ def launch(concern, name, dtype, args, *, elements=None, blocks=None):
     device = cupy.cuda.runtime.getDevice()
     kernel = _build.cuda_module(concern, device).get_function(fname)
     if blocks is None:
-        blocks = max(1, min(math.ceil(elements / BLOCK), 32 * _multiprocessors(device)))
+        wanted = rows if rows is not None else math.ceil(elements / BLOCK)
+        blocks = max(1, min(wanted, 32 * _multiprocessors(device)))
     kernel((int(blocks),), (BLOCK,), tuple(np.uint64(0) if a is None else a for a in args))
     if SYNC:
         cupy.cuda.get_current_stream().synchronize()

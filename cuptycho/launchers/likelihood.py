@@ -65,7 +65,7 @@ def likelihood(waves, data, mask, loss_rows=None, *, loss, n_total, padding=(0, 
     dtype, loss_rows, common, scalars = _checked(waves, data, mask, loss_rows, loss, n_total, padding, shift,
                                                  intensity_scale, eps)
     launch("likelihood", "likelihood", dtype, (waves, data, mask, loss_rows, *common, *scalars),
-           elements=waves.size // common[1])
+           rows=int(common[0]) * int(common[2]))
     return loss_rows
 
 
@@ -129,7 +129,7 @@ def detector_likelihood(waves, data, mask, scale, background, loss_rows=None, sc
     launch("likelihood", "detector_likelihood", dtype,
            (waves, data, mask, loss_rows, scale, background, scale_rows, dl_di, *common, i64(per_pattern),
             *scalars, real.type(1.0 / n_total)),
-           elements=waves.size // common[1])
+           rows=int(common[0]) * int(common[2]))
     return loss_rows, scale_rows, dl_di
 
 

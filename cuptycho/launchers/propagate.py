@@ -59,5 +59,5 @@ def spectrum_adj(g, h, kz=None, spectrum=None, dz_rows=None):
             if dz_rows.size != batch * buf_ny:
                 raise ValueError(f"dz_rows must have {batch} * {buf_ny} elements, got shape {tuple(dz_rows.shape)}")
     launch("propagate", "spectrum_adj", dtype, (g, spectrum, h, kz, dz_rows, batch, buf_ny, buf_nx),
-           elements=g.size)
+           rows=int(batch) * int(buf_ny))
     return dz_rows

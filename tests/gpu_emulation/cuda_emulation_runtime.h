@@ -11,6 +11,7 @@
 #include <omp.h>
 #include <ucontext.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -120,22 +121,27 @@ void start(Fiber& f) {
 #endif
 }
 
-// The order the threads of a block run in between barriers: a fixed scramble, so that code which
-// reads another thread's write without a barrier gets the stale value for some thread pairs.
-std::vector<unsigned> scrambled_order(unsigned n) {
+// The order the threads of a block run in between barriers: a scramble, so that code which reads
+// another thread's write without a barrier gets the stale value for some thread pairs. Its starting
+// point changes with every launch and block (`offset`), as the order of a GPU's warps does: atomics
+// then add in another order on every run, and a test of run-to-run reproducibility can fail.
+std::vector<unsigned> scrambled_order(unsigned n, unsigned long long offset) {
   std::vector<unsigned> order(n);
   unsigned step = 97;
   auto gcd = [](unsigned a, unsigned b) { while (b) { unsigned t = a % b; a = b; b = t; } return a; };
   while (n > 1 && gcd(step, n) != 1) step += 2;
-  for (unsigned i = 0; i < n; ++i) order[i] = (unsigned)(((unsigned long long)i * step + n / 2) % n);
+  for (unsigned i = 0; i < n; ++i) order[i] = (unsigned)(((unsigned long long)i * step + n / 2 + offset) % n);
   return order;
 }
 
-void run_block(cpt_emu_dim3 bid, cpt_emu_dim3 bdim, cpt_emu_dim3 gdim, void (*body)(void*), void* arg) {
+std::atomic<unsigned long long> launches{0};
+
+void run_block(cpt_emu_dim3 bid, cpt_emu_dim3 bdim, cpt_emu_dim3 gdim, void (*body)(void*), void* arg,
+               unsigned long long launch) {
   const unsigned n = bdim.x;
   Team& team = cpt_emu::team;       // one thread-local lookup, not one per use
   while (team.fibers.size() < n) team.fibers.push_back(new_fiber());
-  if (team.order.size() != n) team.order = scrambled_order(n);
+  team.order = scrambled_order(n, launch * 2654435761ull + bid.x * 40503ull);
   for (unsigned t = 0; t < n; ++t) {
     Fiber& f = *team.fibers[t];
     f.tid = cpt_emu_dim3{t, 0, 0};
@@ -174,8 +180,10 @@ int run_grid(unsigned grid, unsigned block, F& body) {
   }
   auto call = [](void* p) { (*static_cast<F*>(p))(); };
   const cpt_emu_dim3 bdim{block, 1, 1}, gdim{grid, 1, 1};
+  const unsigned long long launch = launches++;
 #pragma omp parallel for schedule(dynamic)
-  for (long long b = 0; b < (long long)grid; ++b) run_block(cpt_emu_dim3{(unsigned)b, 0, 0}, bdim, gdim, call, &body);
+  for (long long b = 0; b < (long long)grid; ++b)
+    run_block(cpt_emu_dim3{(unsigned)b, 0, 0}, bdim, gdim, call, &body, launch);
   std::lock_guard<std::mutex> guard(error_lock);
   return error_text.empty() ? 0 : 1;
 }
