@@ -31,6 +31,9 @@ STEP_COPIES = 10
 # the loss record's float64 arrays alive at once per pattern pixel: intensity and data as float64, the
 # loss terms, the masked terms and the mask broadcast over them
 LOSS_RECORD_ARRAYS = 5
+# threads of a full grid on the GPU the plan assumes (32 blocks of 256 per SM, 132 SMs: an H100/H200); it
+# sizes the probe adjoint's scratch of per-chunk sums, a few MiB on any GPU
+GRID_THREADS = 32 * 256 * 132
 # the engine's bounded chunks, defined here (a lower floor) for the engine's mixins and the plan alike
 LOSS_CHUNK_BYTES = 1 << 23                  # float64 loss terms formed at once by the loss record (divergence)
 FIT_CHUNK_BYTES = 1 << 23                   # modelled intensities per chunk of the probe-scale fit (guesses)
@@ -84,7 +87,9 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     obj = mo * h * w * c.itemsize
     probe = k * ny * nx * c.itemsize
     record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
-    step_bytes = max(lengths) * (ny * 8 + 16)                      # the loss rows and position gradients
+    # the loss rows and position gradients, and the probe adjoint's per-chunk sums (launchers.exitwave)
+    adjoint_chunks = min(max(steps), -(-GRID_THREADS // (ny * nx)))
+    step_bytes = max(lengths) * (ny * 8 + 16) + adjoint_chunks * k * ny * nx * c.itemsize
     in_record = RECORD_COPIES * (obj + probe) + record_bytes >= STEP_COPIES * (obj + probe) + step_bytes
     copies = RECORD_COPIES if in_record else STEP_COPIES
     held = ("value, Adam's moments and the best state's snapshot of them" if in_record else
@@ -108,7 +113,7 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
         "scratch": Term(scratch, "gradient-patch buffers, one per chunk shape"),
         "transient": Term(record_bytes if in_record else step_bytes,
                           f"the loss record's float64 terms, {record} patterns at a time" if in_record else
-                          "a step's loss rows and position gradients"),
+                          "a step's loss rows, position gradients and probe-adjoint chunk sums"),
     }
     if spectrum:
         run["spectrum"] = Term(spectrum, "forward spectra kept for the z gradient, one per chunk shape")

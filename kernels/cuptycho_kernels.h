@@ -116,17 +116,26 @@ void exitwave_fwd_f64(const cpt_complex128* obj, long long n_obj, long long h, l
  *       adjoint with respect to the patches o (probe fixed); patch_adj(grad_patches) then
  *       completes the adjoint with respect to obj, and patch_posgrad the position gradient;
  *   grad_probe (n_probe, ny, nx) += sum_{j,m} conj(o[j, m]) G_psi[j, m, k]     (accumulated)
- *       adjoint with respect to the probe (object fixed); thread-independent on the CPU. */
+ *       adjoint with respect to the probe (object fixed); thread-independent on the CPU.
+ * n_chunks, partial: the GPU build's scratch. The CPU build ignores them (pass 1 and NULL). The CUDA
+ * build cuts the positions into n_chunks consecutive chunks, one thread per (chunk, probe pixel),
+ * and writes each chunk's probe gradient to partial (n_chunks, n_probe, ny, nx), zeroed by the
+ * caller; exitwave_adj_probe_sum then adds them to grad_probe:
+ *   grad_probe[e] += partial[0, e] + ... + partial[n_chunks - 1, e]   (size = n_probe * ny * nx) */
 void exitwave_adj_f32(const cpt_complex64* obj, long long n_obj, long long h, long long w,
                       const double* pos, long long n_pos, const cpt_complex64* probe, long long n_probe,
                       long long ny, long long nx, long long bny, long long bnx, long long off_y,
                       long long off_x, const cpt_complex64* grad_waves, cpt_complex64* grad_patches,
-                      cpt_complex64* grad_probe);
+                      cpt_complex64* grad_probe, long long n_chunks, cpt_complex64* partial);
 void exitwave_adj_f64(const cpt_complex128* obj, long long n_obj, long long h, long long w,
                       const double* pos, long long n_pos, const cpt_complex128* probe, long long n_probe,
                       long long ny, long long nx, long long bny, long long bnx, long long off_y,
                       long long off_x, const cpt_complex128* grad_waves, cpt_complex128* grad_patches,
-                      cpt_complex128* grad_probe);
+                      cpt_complex128* grad_probe, long long n_chunks, cpt_complex128* partial);
+void exitwave_adj_probe_sum_f32(const cpt_complex64* partial, long long n_chunks, long long size,
+                                cpt_complex64* grad_probe);
+void exitwave_adj_probe_sum_f64(const cpt_complex128* partial, long long n_chunks, long long size,
+                                cpt_complex128* grad_probe);
 
 /* ===================================================================================== *
  * propagate.cu: spectral multiplies of the transfer-function propagators (MATH.md step 3) *

@@ -81,6 +81,17 @@ def test_kernel_compiles_under_nvrtc(path, arch, cpu_exports):
 
 
 @needs_nvrtc
+def test_complex_values_move_as_one_load_on_the_gpu():
+    """cplx is aligned to its size on the GPU: NVRTC loads and stores a complex as one vector (v2) access,
+    and the exit-wave kernels, which read and write only complex arrays, make no scalar float access."""
+    import re
+
+    ptx = _nvrtc.compile_ptx(_build.kernel_dir() / "exitwave.cu", "sm_90").decode()
+    assert re.search(r"ld\.global(\.nc)?\.v2\.f32", ptx) and re.search(r"st\.global\.v2\.f64", ptx)
+    assert not re.search(r"(ld|st)\.global(\.nc)?\.f32", ptx)
+
+
+@needs_nvrtc
 def test_cubin_for_a_real_architecture():
     cubin = _nvrtc.compile_cubin(_build.kernel_dir() / "sampling.cu", "sm_90")
     assert cubin[:4] == b"\x7fELF"

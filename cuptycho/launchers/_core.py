@@ -86,6 +86,13 @@ def _multiprocessors(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
+def grid_threads() -> int:
+    """The threads of the largest grid `launch` starts on the current GPU (32 blocks of BLOCK per SM)."""
+    import cupy
+
+    return 32 * BLOCK * _multiprocessors(cupy.cuda.runtime.getDevice())
+
+
 def launch(concern, name, dtype, args, *, elements=None, blocks=None, rows=None):
     """Run entry `<name>_<f32|f64>` of kernels/<concern>.cu on the arguments' device.
 

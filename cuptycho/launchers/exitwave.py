@@ -7,8 +7,10 @@ Reference twins: `cuptycho.reference.exitwave_fwd` and `exitwave_adj`.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import array_module
-from ._core import field_dtype, i64, launch, output, require
+from ._core import field_dtype, grid_threads, i64, launch, output, require
 from .sampling import _geometry
 
 
@@ -43,7 +45,16 @@ def exitwave_adj(obj, probe, positions, grad_waves, padding=(0, 0), grad_patches
     xp = array_module(obj)
     grad_patches = output("grad_patches", grad_patches, xp, (int(n), int(mo), int(ny), int(nx)), dtype)
     grad_probe = output("grad_probe", grad_probe, xp, probe.shape, dtype, zero=True)
+    pixels = int(ny) * int(nx)
+    if xp is np:                       # the CPU walks every position per thread: no scratch
+        chunks, partial = 1, None
+    else:                              # the GPU: enough (chunk, pixel) threads to fill the grid
+        chunks = max(1, min(int(n), -(-grid_threads() // pixels)))
+        partial = xp.zeros((chunks, *probe.shape), dtype)
     launch("exitwave", "exitwave_adj", dtype,
-           (obj, mo, h, w, positions, n, probe, k, ny, nx, bny, bnx, py, px, grad_waves, grad_patches, grad_probe),
-           elements=int(ny) * int(nx))
+           (obj, mo, h, w, positions, n, probe, k, ny, nx, bny, bnx, py, px, grad_waves, grad_patches, grad_probe,
+            i64(chunks), partial), elements=chunks * pixels)
+    if partial is not None:
+        launch("exitwave", "exitwave_adj_probe_sum", dtype, (partial, i64(chunks), i64(probe.size), grad_probe),
+               elements=probe.size)
     return grad_patches, grad_probe

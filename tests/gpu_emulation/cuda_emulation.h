@@ -35,6 +35,7 @@ using std::atan2;
 #define __device__
 #define __global__
 #define __forceinline__ inline
+#define __align__(n) alignas(n)
 #define __shared__ static thread_local
 
 struct cpt_emu_dim3 {
