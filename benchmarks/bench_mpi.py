@@ -12,7 +12,9 @@ their seconds say nothing about scaling, only that the run is right.
 Communication model (`cuptycho.parallel`): per minibatch step every rank allreduces the object gradient
 (Mo H W complex), the probe gradient (K Ny Nx complex) and the loss (8 bytes; near field also dL/dz),
 so bytes per step = itemsize x (Mo H W + K Ny Nx) + 8, whatever R; after each epoch the position corrections
-(16 bytes a pattern; with [positions] refined their Adam moments too) are exchanged once. A ring
+(16 bytes a pattern; with [positions] refined their Adam moments too) are exchanged once, and the ranks agree
+whether to stop (8 bytes: a Ctrl-C stops every rank after the same epoch); an epoch that records the loss
+over every pattern sums 16 bytes per chunk of it. A ring
 allreduce moves 2 (R-1)/R of that through each rank's link, so a step's communication takes
 2 (R-1)/R x bytes / bandwidth.
 
@@ -59,10 +61,20 @@ def worker(out, epochs):
         Path(out).write_text(json.dumps({
             "ranks": comm.Get_size(), "seconds_per_epoch": seconds,
             "bytes_per_step": (rec.comm.bytes_summed - before) / steps if comm.Get_size() > 1 else 0.0,
-            # + the corrections exchanged once an epoch (16 bytes a pattern), spread over the epoch's steps
+            # + once an epoch the corrections (16 bytes a pattern) and the ranks' agreement on stopping (8 bytes),
+            # spread over the epoch's steps
             "model_bytes_per_step": model_bytes(rec.obj.shape, rec.probe.shape, rec.obj.dtype.itemsize)
-            + 16 * ds.n_patterns / math.ceil(ds.n_patterns / BATCH),
+            + (16 * ds.n_patterns + 8) / math.ceil(ds.n_patterns / BATCH) + record_bytes(ds) / steps,
             "patterns": ds.n_patterns}))
+
+
+def record_bytes(ds):
+    """The loss record of the run's last epoch (the only one recorded in the timed epochs): its chunk sums, the
+    loss and the weight of each chunk of LOSS_CHUNK_BYTES of float64 terms (Distributed.chunk_sums)."""
+    from cuptycho.memory_plan import LOSS_CHUNK_BYTES
+
+    per_chunk = max(1, LOSS_CHUNK_BYTES // (8 * math.prod(ds.patch_shape)))
+    return 16 * math.ceil(ds.n_patterns / per_chunk)
 
 
 def model_bytes(obj_shape, probe_shape, itemsize, near_field=False):

@@ -297,8 +297,8 @@ def reconstruct_cmd(args) -> int:
                            output=args.output, checkpoint_every=args.checkpoint_every, force=args.force, note=_say,
                            comm=comm)
         if not run.lead:                       # the other ranks compute; rank 0 speaks and writes
-            run.execute(None)
-            return 0
+            outcome = run.execute(None)
+            return 128 + outcome.stopped_by if outcome.result is None else 0
         _say(run.describe())
         progress = _Progress(args.progress, run.config.epochs, run.start)
         try:

@@ -59,6 +59,14 @@ class Distributed:
             sums = [a + b for a, b in zip(sums, row.tolist())]
         return tuple(sums)
 
+    def stop_agreed(self, asked: bool) -> bool:
+        """Whether to stop after this epoch: `asked` here (a signal) or, with several ranks, on any of them (one
+        8-byte allreduce an epoch: mpiexec forwards a Ctrl-C to every rank, but not at the same moment, and
+        every rank must stop after the same epoch or the others wait in their next sum)."""
+        if self.comm.size == 1:
+            return asked
+        return self.comm.maximum(1.0 if asked else 0.0) > 0
+
     def reduce(self, value, grads, mine, wanted):
         """The batch's loss and its sums over patterns, summed across ranks; a rank that owns none of the batch
         contributes zeros. Per-pattern gradients (positions, scales) stay this rank's rows."""

@@ -112,7 +112,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         self.loss_plan = loss_plan(config.loss)
         self.loss_scale = 1.0
         self.scaled_for = self.loss_name(0)          # the loss loss_scale was set for (switch_loss)
-        self.epoch, self.finished, self.stop_requested = 0, False, False
+        self.epoch, self.finished, self.stop_requested, self.interrupted = 0, False, False, False
         self.best, self.stale, self.divergences = math.inf, 0, 0
         # divergence watch: the loss's definition, its loss there and the lowest since (run); the
         # rollback target (snapshot, epoch, loss) and the last epoch's state awaiting its loss
@@ -420,6 +420,7 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
         cfg = self.cfg
         until = cfg.epochs if until is None else min(until, cfg.epochs)
         t_start = time.perf_counter()
+        self.interrupted = False                  # set when a stop request ends this call (every rank alike)
         if self.focus_enabled() and until > 0:
             self.search_focus()
         while self.epoch < until and not self.finished:
@@ -454,8 +455,8 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
                     self.stale += 1
                     if self.stale >= self.early_stop.patience:
                         self._finish(epoch, "loss plateau")
-            if self.stop_requested:
-                self.stop_requested = False
+            if self.stop_agreed(self.stop_requested):
+                self.stop_requested, self.interrupted = False, True
                 self.events.append({"epoch": epoch, "event": "interrupted"})
                 break
         if (self.finished or self.epoch >= cfg.epochs) and self.history and self.ds.truth and \

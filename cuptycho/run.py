@@ -396,17 +396,22 @@ class ResumableRun:
         rec, cfg = self.rec, self.config
         cfg.progress = progress
         t0 = time.perf_counter()
-        # under MPI a signal ends the job as mpiexec does (the ranks could not agree on the epoch to stop at);
-        # the periodic checkpoints remain
-        stop = StopOnSignal(rec) if handle_signals and self.comm.size == 1 else None
+        # under MPI every rank handles the signal mpiexec forwards, and the ranks agree on the epoch to stop after
+        # (Distributed.stop_agreed); rank 0 writes the checkpoint
+        stop = StopOnSignal(rec) if handle_signals else None
         hold = stop.hold if stop is not None else contextlib.nullcontext
         saved = self.checkpoint
+
+        def going():
+            if rec.interrupted:                  # the last `run` stopped on a request (on every rank)
+                return False
+            return self.comm.size > 1 or stop is None or stop.signum is None
         with stop if stop is not None else contextlib.nullcontext():
-            while rec.epoch < cfg.epochs and not rec.finished and (stop is None or stop.signum is None):
+            while rec.epoch < cfg.epochs and not rec.finished and going():
                 until = cfg.epochs if not self.every else min(cfg.epochs, (rec.epoch // self.every + 1) * self.every)
                 rec.run(until=until)
-                if (stop is None or stop.signum is None) and self.every and rec.epoch % self.every == 0 \
-                        and rec.epoch < cfg.epochs and not rec.finished:
+                if going() and self.every and rec.epoch % self.every == 0 and rec.epoch < cfg.epochs \
+                        and not rec.finished:
                     with hold():
                         try:
                             self.save_checkpoint()
@@ -439,6 +444,8 @@ class ResumableRun:
                         self.note(f"note: {failure}")
                         saved = failure.saved
             signum = None if stop is None else stop.signum      # read last: a signal during the write counts
+            if self.comm.size > 1 and rec.interrupted:         # the signal every rank reports, as rank 0 does
+                signum = int(self.comm.maximum(float(signum or 0))) or None
         return Outcome(result=result, reconstruction=rec, output=self.output, checkpoint=saved,
                        data=self.data, start_epoch=self.start, stopped_by=signum, seconds=time.perf_counter() - t0)
 

@@ -126,6 +126,43 @@ def test_a_streamed_file_with_a_nan_frame_fails_every_rank(tmp_path):
 
 
 @needs_mpi
+def test_ctrl_c_under_mpiexec_stops_every_rank_after_one_epoch_with_a_checkpoint(tmp_path):
+    """mpiexec forwards SIGINT to every rank, not at the same moment; the ranks agree on the epoch to stop after,
+    rank 0 writes the checkpoint and says how to resume, the job exits with 130, and the run resumes (here in
+    one process) to the end."""
+    import re
+    import signal
+
+    from cuptycho import cli, io
+
+    sim = tmp_path / "sim.cxi"
+    assert cli.main(["simulate", "small_farfield", "--seed", "1", "-o", str(sim)]) == 0
+    out = tmp_path / "out.cxi"
+    args = ["reconstruct", str(sim), "--epochs", "400", "--backend", "cpu", "--progress", "log", "-o", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "cuptycho", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("epoch ") and int(line.split()[1].split("/")[0]) >= 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    try:
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("SIGINT: stopped after epoch") == 1 and not out.exists(), err[-3000:]
+    stopped = int(re.search(r"stopped after epoch (\d+) of 400; checkpoint written to (\S+)", err).group(1))
+    ckpt = re.search(r"checkpoint written to (\S+)", err).group(1)
+    assert 2 <= stopped < 400
+    assert cli.main([*args[:2], "--resume", ckpt, "-o", str(out), "--epochs", str(stopped + 2)]) == 0
+    assert len(io.read_result(out).history) == stopped + 2
+
+
+@needs_mpi
 def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
     proc, _ = run_job("resume", tmp_path / "resumed.npz")
     assert proc.returncode == 0, proc.stderr[-3000:]
