@@ -142,8 +142,9 @@ class StreamedPatterns:
             self._pool[0] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cuptycho-read")
         self._pending = (rows, self._pool[0].submit(self._read_now, rows))
 
-    def chunks(self, nbytes=CHUNK_BYTES):
-        """(start, rows) over the whole array in consecutive chunks of about `nbytes`."""
+    def chunks(self, nbytes=None):
+        """(start, rows) over the whole array in consecutive chunks of about `nbytes` (default CHUNK_BYTES)."""
+        nbytes = CHUNK_BYTES if nbytes is None else nbytes
         step = max(1, int(nbytes) // max(1, self.size // self.shape[0] * 4))
         for start in range(0, self.shape[0], step):
             yield start, self.read(np.arange(start, min(start + step, self.shape[0])))
@@ -198,11 +199,13 @@ def weighted(streamed, held):
     return StreamedPatterns(read, streamed.shape, source=streamed.source)
 
 
-def chunks(data, nbytes=CHUNK_BYTES):
-    """(start, rows) over any (J, ...) array, streamed or held (NumPy / CuPy views), in chunks of about `nbytes`."""
+def chunks(data, nbytes=None):
+    """(start, rows) over any (J, ...) array, streamed or held (NumPy / CuPy views), in chunks of about `nbytes`
+    (default CHUNK_BYTES)."""
     if is_streamed(data):
         yield from data.chunks(nbytes)
         return
+    nbytes = CHUNK_BYTES if nbytes is None else nbytes
     n = data.shape[0]
     step = max(1, int(nbytes) // max(1, data[:1].nbytes))
     for start in range(0, n, step):
