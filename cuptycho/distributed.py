@@ -36,6 +36,11 @@ class Distributed:
         """The patterns of `idx` this rank evaluates (all of them in one process)."""
         return idx if self.owner is None else idx[self.owner[idx] == self.comm.rank]
 
+    def _dealt(self, n, step):
+        """(the start of every range of `step` patterns of `n`, the indices of the ranges this rank computes)."""
+        starts = list(range(0, n, step))
+        return starts, list(range(self.comm.rank, len(starts), self.comm.size))
+
     def chunk_sums(self, step, compute, count):
         """`count` sums over every pattern: ``compute(idx)`` gives them (floats or 0-d arrays) over the
         patterns `idx`, a consecutive range of at most `step`. The ranges are dealt to the ranks in turn (each
@@ -43,8 +48,7 @@ class Distributed:
         the other ranks add zeros) and summed in range order, so every rank holds the one process's sums bit
         for bit. One transfer of the table from the device."""
         n = self.ds.n_patterns
-        starts = list(range(0, n, step))
-        mine = list(range(self.comm.rank, len(starts), self.comm.size))
+        starts, mine = self._dealt(n, step)
         values = [compute(np.arange(starts[k], min(starts[k] + step, n))) for k in mine]
         table = np.zeros((len(starts), count))
         if values:
@@ -58,6 +62,20 @@ class Distributed:
         for row in table:                        # in range order: the serial sums' order
             sums = [a + b for a, b in zip(sums, row.tolist())]
         return tuple(sums)
+
+    def array_sums(self, n, step, compute, shapes):
+        """`chunk_sums` for host arrays (a `initial` combiner): ``compute(idx)`` gives float64 NumPy arrays of
+        `shapes` over a range of patterns; the ranges are dealt to the ranks, exchanged exactly and summed in
+        range order (`initial.in_order`'s sums, bit for bit)."""
+        starts, mine = self._dealt(n, step)
+        tables = [np.zeros((len(starts), *shape)) for shape in shapes]
+        for k in mine:
+            for table, value in zip(tables, compute(np.arange(starts[k], min(starts[k] + step, n)))):
+                table[k] = value
+        out = None
+        for rows in zip(*(self.comm.sum(t) for t in tables)):      # in range order
+            out = rows if out is None else tuple(a + b for a, b in zip(out, rows))
+        return out
 
     def stop_agreed(self, asked: bool) -> bool:
         """Whether to stop after this epoch: `asked` here (a signal) or, with several ranks, on any of them (one

@@ -32,8 +32,10 @@ class StartingGuesses:
             return initial.probe_aperture(ds.patch_shape, spec["aperture"], self.cfg.n_probe_modes or 1,
                                           seed=self.cfg.seed, dtype=self.dtype)
         if spec == "data":
+            # MPI: the ranks share the pass over the data (the same mean pattern, bit for bit)
+            combine = self.array_sums if self.comm.size > 1 else None
             return initial.probe_from_data(ds.data, self.cfg.n_probe_modes or 1, mask=ds.mask, seed=self.cfg.seed,
-                                           dtype=self.dtype, **ds.forward_kwargs())
+                                           dtype=self.dtype, combine=combine, **ds.forward_kwargs())
         if spec != "dataset":
             raise ValueError(f"init_probe must be 'dataset', 'data' or {{'aperture': radius_px}}, got {spec!r}")
         if ds.probe is None:

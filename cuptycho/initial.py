@@ -110,7 +110,8 @@ def add_modes(probe, n_modes, *, mode_power=MODE_POWER, seed=0):
 
 # Long for its docstring (the far- and near-field models); the steps are the helpers below.
 def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=None, seed=0,
-                    mode_power=MODE_POWER, dtype=None, z=None, wavelength=None, pixel_size=None, padding=0):
+                    mode_power=MODE_POWER, dtype=None, z=None, wavelength=None, pixel_size=None, padding=0,
+                    combine=None):
     """A probe whose modelled mean pattern, on a flat unit object, is the data's mean pattern.
 
     The mean pattern m(q) is averaged over the patterns (with a mask: over the patterns where
@@ -158,6 +159,9 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
         Default complex128 for float64 data, else complex64.
     z, wavelength, pixel_size, padding
         Near field only, optional: back-propagate the guess (see above); as for `cuptycho.forward`.
+    combine : callable, optional
+        How the mean pattern's chunk sums are combined (`in_order`, the default); the engine under MPI
+        passes `Distributed.array_sums`, so the ranks share the pass over the data.
         `shape` must then be the pattern shape.
 
     Returns
@@ -192,7 +196,7 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     if back and shape != pattern_shape:
         raise ValueError(f"back-propagation needs the full pattern shape {pattern_shape}, got shape {shape}")
 
-    mean = _mean_pattern(d, validation.mask(mask, d.shape[0], pattern_shape, np.float64))
+    mean = _mean_pattern(d, validation.mask(mask, d.shape[0], pattern_shape, np.float64), combine or in_order)
 
     # crop to the probe shape about the centre pixel
     (hd, wd), (ny, nx) = pattern_shape, shape
@@ -214,23 +218,35 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
 
 
-def _mean_pattern(d, w):
+def in_order(n, step, compute, shapes):
+    """Sums over the ranges of `step` of `n` patterns of ``compute(idx)`` (a tuple of arrays), in range
+    order: how this process combines chunk sums (`distributed.Distributed.array_sums` deals the ranges
+    to MPI ranks and gives the same sums)."""
+    out = None
+    for s in range(0, n, step):
+        values = compute(np.arange(s, min(s + step, n)))
+        out = values if out is None else tuple(a + b for a, b in zip(out, values))
+    return out
+
+
+def _mean_pattern(d, w, combine=in_order):
     """Mean of the patterns d (J, Ny, Nx) over the valid pixels (weights w > 0, or all when w is None), in
-    float64, a bounded chunk of patterns at a time (no float64 copy of the data).
+    float64, a bounded chunk of patterns at a time (no float64 copy of the data), the chunks' sums
+    combined by `combine` (`in_order`).
 
     Pixels valid in no pattern get the mean of the valid pixels.
     """
     xp = array_module(d)
-    n = d.shape[0]
-    step = max(1, MOMENT_CHUNK_BYTES // (8 * math.prod(d.shape[1:])))
+    n, frame = d.shape[0], tuple(d.shape[1:])
+    step = max(1, MOMENT_CHUNK_BYTES // (8 * math.prod(frame)))
     if w is None:
-        return sum(d[s:s + step].sum(axis=0, dtype=xp.float64) for s in range(0, n, step)) / n
-    count, total = 0, 0.0
-    for s in range(0, n, step):
-        chunk = d[s:s + step]
-        valid = xp.broadcast_to(w > 0, chunk.shape) if w.ndim == 2 else w[s:s + step] > 0
-        count = count + valid.sum(axis=0)
-        total = total + xp.where(valid, chunk, 0.0).sum(axis=0, dtype=xp.float64)
+        return combine(n, step, lambda idx: (d[idx[0]:idx[-1] + 1].sum(axis=0, dtype=xp.float64),), [frame])[0] / n
+
+    def sums(idx):
+        chunk = d[idx[0]:idx[-1] + 1]
+        valid = xp.broadcast_to(w > 0, chunk.shape) if w.ndim == 2 else w[idx[0]:idx[-1] + 1] > 0
+        return (xp.where(valid, chunk, 0.0).sum(axis=0, dtype=xp.float64), valid.sum(axis=0, dtype=xp.float64))
+    total, count = combine(n, step, sums, [frame, frame])
     mean = total / xp.maximum(count, 1)
     valid = count > 0
     if not bool(valid.any()):

@@ -30,9 +30,20 @@ def job_dataset():
     return ds
 
 
-def setup(comm, out):
-    """The "setup" mode: what opening and setting up leave on every rank, exactly, and who read what."""
-    from cuptycho import io
+SETUP_CHUNK_BYTES = 6 * 64 * 64 * 8     # the set-up's passes in chunks of 6 patterns: dealt to both ranks
+
+
+def small_chunks(setattr=setattr):
+    """The set-up's chunk sizes shrunk (`setattr` may be a pytest monkeypatch's), the same in both processes."""
+    from cuptycho import detector, divergence, guesses, initial
+
+    for module, name in ((initial, "MOMENT_CHUNK_BYTES"), (guesses, "FIT_CHUNK_BYTES"),
+                         (detector, "COUNT_CHUNK_BYTES"), (divergence, "LOSS_CHUNK_BYTES")):
+        setattr(module, name, SETUP_CHUNK_BYTES)
+
+
+def counting_reads():
+    """The frames of diffraction data read from CXI files from now on (a list: one count per read)."""
     from cuptycho.io import cxi
 
     frames, read = [], cxi._read
@@ -42,14 +53,24 @@ def setup(comm, out):
             frames.append(np.arange(dset.shape[0])[sel[-1]].size)
         return read(path, dset, what, sel)
     cxi._read = counted
+    return frames
+
+
+def setup(comm, out):
+    """The "setup" mode: what opening and setting up leave on every rank, exactly, and who read what."""
+    from cuptycho import io
+
+    small_chunks()
+    frames = counting_reads()
     ds = io.load(out + ".cxi", stream=True, comm=comm, chunk_bytes=5 * 64 * 64 * 4)
     opened = sum(frames)
     rec = create(ds, job_config(init_probe="data", background=Group(enabled=True)), comm=comm)
+    set_up = sum(frames) - opened
     values = dict(sums=ds.data.frame_sums(), probe=np.asarray(rec.probe), counts=np.array(rec.masked_counts()),
                   loss=np.array(rec.data_loss("gaussian")))
-    opened = comm.gather(opened)
+    opened, set_up = comm.gather(opened), comm.gather(set_up)
     if comm.Get_rank() == 0:
-        np.savez(out, opened=np.array(opened), ranks=comm.Get_size(), **values)
+        np.savez(out, opened=np.array(opened), set_up=np.array(set_up), ranks=comm.Get_size(), **values)
 
 
 def main(mode, out):
