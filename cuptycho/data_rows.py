@@ -40,7 +40,8 @@ class PatternRows:
             planned = self.reads.take(idx) if self.reads is not None and array is self.data else None
             rows = array.read(idx) if planned is None else planned
             return backends.to_device(self.device, rows.astype(self.real, copy=False))
-        if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and np.all(np.diff(idx) == 1):
+        n = len(idx)
+        if n and idx[-1] - idx[0] + 1 == n and (n <= 2 or np.all(np.diff(idx) == 1)):
             return array[int(idx[0]):int(idx[-1]) + 1]            # sorted and contiguous: a view, no copy
         return array[idx if self.xp is np else self.xp.asarray(idx)]
 

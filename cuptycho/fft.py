@@ -22,8 +22,14 @@ AXES = (-2, -1)
 
 def cpu_threads() -> int:
     """Threads for the CPU FFT: OMP_NUM_THREADS when set (the kernels follow it too), else all cores."""
+    return _threads(os.environ.get("OMP_NUM_THREADS", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _threads(setting: str) -> int:
+    # cached per setting: asked per kernel call by a sequential PIE engine, and os.cpu_count reads /sys
     try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+        return max(1, int(setting))
     except ValueError:
         return os.cpu_count() or 1
 

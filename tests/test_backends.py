@@ -114,3 +114,22 @@ def test_unwanted_gradients_are_skipped_and_the_rest_unchanged(name):
     assert set(d_few[1]) == {"object", "probe"} and d_few[0] == d_all[0]
     for key in ("object", "probe"):
         np.testing.assert_array_equal(d_few[1][key], d_all[1][key])
+
+
+def test_cpu_launches_refuse_arguments_without_a_c_type_or_of_another_kind():
+    """The CPU library's argument types are fixed by an entry's first call: a Python float (no C type) or an
+    array where a scalar went before is a TypeError, never a silent conversion."""
+    from cuptycho.launchers import _core
+
+    x = np.ones(4, np.float32)
+    _core.launch("adam", "adam_step", np.float32, (x, x, x, x, np.int64(4), np.float32(0.1), np.float32(0.9),
+                                                    np.float32(0.999), np.float32(1e-8), np.float32(1.0),
+                                                    np.float32(1.0)))
+    with pytest.raises(TypeError, match="has no C type"):
+        _core.launch("adam", "adam_step", np.float32, (x, x, x, x, np.int64(4), 0.1, np.float32(0.9),
+                                                        np.float32(0.999), np.float32(1e-8), np.float32(1.0),
+                                                        np.float32(1.0)))
+    with pytest.raises(TypeError, match="differ from an earlier call"):
+        _core.launch("adam", "adam_step", np.float32, (x, x, x, x, x, np.float32(0.1), np.float32(0.9),
+                                                        np.float32(0.999), np.float32(1e-8), np.float32(1.0),
+                                                        np.float32(1.0)))

@@ -58,18 +58,16 @@ def output(name, out, xp, shape, dtype, zero=False):
     return require(name, out, dtype, shape)
 
 
-def _c_arg(a):
-    if a is None:
-        return ctypes.c_void_p(None)
-    if isinstance(a, np.ndarray):
-        return ctypes.c_void_p(a.ctypes.data)
-    if isinstance(a, np.int64):
-        return ctypes.c_longlong(int(a))
-    if isinstance(a, np.float64):
-        return ctypes.c_double(float(a))
-    if isinstance(a, np.float32):
-        return ctypes.c_float(float(a))
-    raise TypeError(f"kernel argument of type {type(a).__name__} has no C type; pass a NumPy scalar")
+# the C type of each kind of launcher argument: arrays (and None, a null pointer) by address, NumPy scalars by value
+_C_TYPES = {np.ndarray: ctypes.c_void_p, type(None): ctypes.c_void_p, np.int64: ctypes.c_longlong,
+            np.float64: ctypes.c_double, np.float32: ctypes.c_float}
+
+
+def _c_type(a):
+    try:
+        return _C_TYPES[type(a)]
+    except KeyError:
+        raise TypeError(f"kernel argument of type {type(a).__name__} has no C type; pass a NumPy scalar") from None
 
 
 @functools.cache
@@ -77,6 +75,20 @@ def _cpu_function(name):
     fn = getattr(_build.cpu_library(), name)
     fn.restype = None
     return fn
+
+
+def _cpu_call(name, args):
+    """Call entry `name` of the CPU library. Its argtypes are set from the first call's argument kinds (a
+    launcher passes the same kinds every time), so ctypes converts addresses and scalars in C, without a
+    ctypes object per argument per call (a sequential PIE step makes ~100 of them)."""
+    fn = _cpu_function(name)
+    kinds = [_c_type(a) for a in args]
+    if fn.argtypes is None:
+        fn.argtypes = kinds
+    elif list(fn.argtypes) != kinds:
+        raise TypeError(f"{name}: argument kinds {[k.__name__ for k in kinds]} differ from an earlier call's "
+                        f"{[k.__name__ for k in fn.argtypes]}")
+    fn(*[a.ctypes.data if type(a) is np.ndarray else a for a in args])
 
 
 @functools.cache
@@ -105,7 +117,7 @@ def launch(concern, name, dtype, args, *, elements=None, blocks=None, rows=None)
     fname = f"{name}_{ENTRY_SUFFIX[np.dtype(dtype)]}"
     xp = array_module(*[a for a in args if a is not None and not isinstance(a, np.generic)])
     if xp is np:
-        _cpu_function(fname)(*map(_c_arg, args))
+        _cpu_call(fname, args)
         return
     import cupy
 
