@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend as backends
-from . import parallel
+from . import initial, parallel
 
 
 class Distributed:
@@ -36,10 +36,10 @@ class Distributed:
         """The patterns of `idx` this rank evaluates (all of them in one process)."""
         return idx if self.owner is None else idx[self.owner[idx] == self.comm.rank]
 
-    def _dealt(self, n, step):
-        """(the start of every range of `step` patterns of `n`, the indices of the ranges this rank computes)."""
-        starts = list(range(0, n, step))
-        return starts, list(range(self.comm.rank, len(starts), self.comm.size))
+    @property
+    def chunks(self):
+        """How the set-up's passes over the data combine their chunks (`initial.Chunks`): shared by the ranks."""
+        return initial.IN_ORDER if self.comm.size == 1 else RankChunks(self.comm)
 
     def chunk_sums(self, step, compute, count):
         """`count` sums over every pattern: ``compute(idx)`` gives them (floats or 0-d arrays) over the
@@ -48,7 +48,7 @@ class Distributed:
         the other ranks add zeros) and summed in range order, so every rank holds the one process's sums bit
         for bit. One transfer of the table from the device."""
         n = self.ds.n_patterns
-        starts, mine = self._dealt(n, step)
+        starts, mine = dealt(self.comm, n, step)
         values = [compute(np.arange(starts[k], min(starts[k] + step, n))) for k in mine]
         table = np.zeros((len(starts), count))
         if values:
@@ -62,20 +62,6 @@ class Distributed:
         for row in table:                        # in range order: the serial sums' order
             sums = [a + b for a, b in zip(sums, row.tolist())]
         return tuple(sums)
-
-    def array_sums(self, n, step, compute, shapes):
-        """`chunk_sums` for host arrays (a `initial` combiner): ``compute(idx)`` gives float64 NumPy arrays of
-        `shapes` over a range of patterns; the ranges are dealt to the ranks, exchanged exactly and summed in
-        range order (`initial.in_order`'s sums, bit for bit)."""
-        starts, mine = self._dealt(n, step)
-        tables = [np.zeros((len(starts), *shape)) for shape in shapes]
-        for k in mine:
-            for table, value in zip(tables, compute(np.arange(starts[k], min(starts[k] + step, n)))):
-                table[k] = value
-        out = None
-        for rows in zip(*(self.comm.sum(t) for t in tables)):      # in range order
-            out = rows if out is None else tuple(a + b for a, b in zip(out, rows))
-        return out
 
     def stop_agreed(self, asked: bool) -> bool:
         """Whether to stop after this epoch: `asked` here (a signal) or, with several ranks, on any of them (one
@@ -122,3 +108,39 @@ class Distributed:
         for array in rows:
             keep = mine.reshape((-1,) + (1,) * (array.ndim - 1))
             array[...] = self.comm.sum(np.where(keep, array, 0.0))
+
+
+def dealt(comm, n, step):
+    """(the start of every range of `step` patterns of `n`, the indices of the ranges rank `comm.rank` computes:
+    every comm.size-th from its rank on)."""
+    starts = list(range(0, n, step))
+    return starts, list(range(comm.rank, len(starts), comm.size))
+
+
+class RankChunks(initial.Chunks):
+    """`initial.Chunks` over MPI ranks: the ranges are dealt to the ranks in turn (each reads a part of streamed
+    data), what each gives is exchanged exactly (an allreduce in which the other ranks add zeros) and combined
+    as in one process (sums in range order, rows in place), so every rank holds one process's result bit for
+    bit."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def sums(self, n, step, compute, shapes):
+        starts, mine = dealt(self.comm, n, step)
+        tables = [np.zeros((len(starts), *shape)) for shape in shapes]
+        for k in mine:
+            for table, value in zip(tables, compute(np.arange(starts[k], min(starts[k] + step, n)))):
+                table[k] = value
+        out = None
+        for rows in zip(*(self.comm.sum(t) for t in tables)):      # in range order
+            out = rows if out is None else tuple(a + b for a, b in zip(out, rows))
+        return out
+
+    def rows(self, n, step, compute, widths):
+        starts, mine = dealt(self.comm, n, step)
+        out = [np.zeros((n, w)) for w in widths]
+        for k in mine:
+            for full, part in zip(out, compute(np.arange(starts[k], min(starts[k] + step, n)))):
+                full[starts[k]:starts[k] + len(part)] = part
+        return tuple(self.comm.sum(full) for full in out)

@@ -24,7 +24,9 @@ class StartingGuesses:
                              f"holds in the far field only; the data's propagator is {ds.propagator!r}: use "
                              "init_object = 'ones'")
         return initial.object_from_data(ds.data, self.nominal, backends.to_host(self.probe), self.obj_shape,
-                                        cfg.n_object_modes, mask=ds.mask, dtype=self.dtype, seed=cfg.seed)
+                                        cfg.n_object_modes, mask=ds.mask, dtype=self.dtype, seed=cfg.seed,
+                                        chunks=self.chunks)        # MPI: the ranks share the pass over the data
+
 
     def _initial_probe(self):
         spec, ds = self.cfg.init_probe, self.ds
@@ -33,9 +35,8 @@ class StartingGuesses:
                                           seed=self.cfg.seed, dtype=self.dtype)
         if spec == "data":
             # MPI: the ranks share the pass over the data (the same mean pattern, bit for bit)
-            combine = self.array_sums if self.comm.size > 1 else None
             return initial.probe_from_data(ds.data, self.cfg.n_probe_modes or 1, mask=ds.mask, seed=self.cfg.seed,
-                                           dtype=self.dtype, combine=combine, **ds.forward_kwargs())
+                                           dtype=self.dtype, chunks=self.chunks, **ds.forward_kwargs())
         if spec != "dataset":
             raise ValueError(f"init_probe must be 'dataset', 'data' or {{'aperture': radius_px}}, got {spec!r}")
         if ds.probe is None:

@@ -111,7 +111,7 @@ def add_modes(probe, n_modes, *, mode_power=MODE_POWER, seed=0):
 # Long for its docstring (the far- and near-field models); the steps are the helpers below.
 def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=None, seed=0,
                     mode_power=MODE_POWER, dtype=None, z=None, wavelength=None, pixel_size=None, padding=0,
-                    combine=None):
+                    chunks=None):
     """A probe whose modelled mean pattern, on a flat unit object, is the data's mean pattern.
 
     The mean pattern m(q) is averaged over the patterns (with a mask: over the patterns where
@@ -159,9 +159,9 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
         Default complex128 for float64 data, else complex64.
     z, wavelength, pixel_size, padding
         Near field only, optional: back-propagate the guess (see above); as for `cuptycho.forward`.
-    combine : callable, optional
-        How the mean pattern's chunk sums are combined (`in_order`, the default); the engine under MPI
-        passes `Distributed.array_sums`, so the ranks share the pass over the data.
+    chunks : Chunks, optional
+        How the mean pattern's chunk sums are combined (`IN_ORDER`, the default); the engine under MPI
+        passes `distributed.RankChunks`, so the ranks share the pass over the data.
         `shape` must then be the pattern shape.
 
     Returns
@@ -196,7 +196,7 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     if back and shape != pattern_shape:
         raise ValueError(f"back-propagation needs the full pattern shape {pattern_shape}, got shape {shape}")
 
-    mean = _mean_pattern(d, validation.mask(mask, d.shape[0], pattern_shape, np.float64), combine or in_order)
+    mean = _mean_pattern(d, validation.mask(mask, d.shape[0], pattern_shape, np.float64), chunks or IN_ORDER)
 
     # crop to the probe shape about the centre pixel
     (hd, wd), (ny, nx) = pattern_shape, shape
@@ -218,21 +218,35 @@ def probe_from_data(data, n_modes=1, *, propagator="farfield", shape=None, mask=
     return _with_modes(p0[None], n_modes, mode_power, seed).astype(dtype)
 
 
-def in_order(n, step, compute, shapes):
-    """Sums over the ranges of `step` of `n` patterns of ``compute(idx)`` (a tuple of arrays), in range
-    order: how this process combines chunk sums (`distributed.Distributed.array_sums` deals the ranges
-    to MPI ranks and gives the same sums)."""
-    out = None
-    for s in range(0, n, step):
-        values = compute(np.arange(s, min(s + step, n)))
-        out = values if out is None else tuple(a + b for a, b in zip(out, values))
-    return out
+class Chunks:
+    """How a pass over the patterns in ranges of `step` combines what each range gives: in this process, range
+    after range (`IN_ORDER`). The engine under MPI passes `distributed.RankChunks`, which deals the ranges
+    to the ranks and gives the same results bit for bit."""
+
+    def sums(self, n, step, compute, shapes):
+        """The sums over the ranges of ``compute(idx)`` (a tuple of arrays of `shapes`), in range order."""
+        out = None
+        for s in range(0, n, step):
+            values = compute(np.arange(s, min(s + step, n)))
+            out = values if out is None else tuple(a + b for a, b in zip(out, values))
+        return out
+
+    def rows(self, n, step, compute, widths):
+        """Per-pattern rows: ``compute(idx)`` gives a tuple of (len(idx), width) arrays; the (n, width) arrays."""
+        out = [np.empty((n, w)) for w in widths]
+        for s in range(0, n, step):
+            for full, part in zip(out, compute(np.arange(s, min(s + step, n)))):
+                full[s:s + len(part)] = part
+        return tuple(out)
 
 
-def _mean_pattern(d, w, combine=in_order):
+IN_ORDER = Chunks()
+
+
+def _mean_pattern(d, w, chunks=IN_ORDER):
     """Mean of the patterns d (J, Ny, Nx) over the valid pixels (weights w > 0, or all when w is None), in
     float64, a bounded chunk of patterns at a time (no float64 copy of the data), the chunks' sums
-    combined by `combine` (`in_order`).
+    combined by `chunks` (`Chunks`).
 
     Pixels valid in no pattern get the mean of the valid pixels.
     """
@@ -240,13 +254,13 @@ def _mean_pattern(d, w, combine=in_order):
     n, frame = d.shape[0], tuple(d.shape[1:])
     step = max(1, MOMENT_CHUNK_BYTES // (8 * math.prod(frame)))
     if w is None:
-        return combine(n, step, lambda idx: (d[idx[0]:idx[-1] + 1].sum(axis=0, dtype=xp.float64),), [frame])[0] / n
+        return chunks.sums(n, step, lambda idx: (d[idx[0]:idx[-1] + 1].sum(axis=0, dtype=xp.float64),), [frame])[0] / n
 
     def sums(idx):
         chunk = d[idx[0]:idx[-1] + 1]
         valid = xp.broadcast_to(w > 0, chunk.shape) if w.ndim == 2 else w[idx[0]:idx[-1] + 1] > 0
         return (xp.where(valid, chunk, 0.0).sum(axis=0, dtype=xp.float64), valid.sum(axis=0, dtype=xp.float64))
-    total, count = combine(n, step, sums, [frame, frame])
+    total, count = chunks.sums(n, step, sums, [frame, frame])
     mean = total / xp.maximum(count, 1)
     valid = count > 0
     if not bool(valid.any()):
@@ -343,7 +357,8 @@ SOLVER_ITERATIONS = 100
 
 
 # Long for its docstring (what the moments measure); the steps are the helpers below.
-def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None, dtype=np.complex64, seed=0):
+def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None, dtype=np.complex64, seed=0,
+                     chunks=None):
     """A far-field starting object from the data's own first moments (differential phase contrast).
 
     The first moments of a far-field pattern are the Patterson function (the exit wave's
@@ -378,6 +393,9 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
         Pixels without data take the mean pattern's value there, so they move no centre of mass.
     dtype : complex64 or complex128
     seed : int >= 0
+    chunks : Chunks, optional
+        How the pass over the data in chunks is combined (`IN_ORDER`; the engine under MPI passes
+        `distributed.RankChunks`, so the ranks share it).
 
     Returns
     -------
@@ -399,7 +417,7 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
         raise ValueError(f"{len(pos)} positions for {n} patterns")
     n_modes = integer("n_modes", n_modes)
     dtype = complex_dtype(dtype)
-    counts, centre = _first_moments(d, validation.mask(mask, n, (ny, nx), np.float64))
+    counts, centre = _first_moments(d, validation.mask(mask, n, (ny, nx), np.float64), chunks or IN_ORDER)
     if not bool((counts > 0).any()):
         raise ValueError("every pattern is zero: no object can be derived from the data")
     means = PatchMeans(pos, power, shape)
@@ -414,23 +432,25 @@ def object_from_data(data, positions, probe, obj_shape, n_modes=1, *, mask=None,
     return obj.astype(dtype)
 
 
-def _first_moments(d, w):
+def _first_moments(d, w, chunks=IN_ORDER):
     """Total counts (J,) and centre of mass (J, 2) of each pattern, masked pixels filled with the mean."""
     n, ny, nx = d.shape
-    fill = None if w is None else _mean_pattern(d, w)
+    fill = None if w is None else _mean_pattern(d, w, chunks)
     yy, xx = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
-    counts, centre = np.empty(n), np.empty((n, 2))
     step = max(1, MOMENT_CHUNK_BYTES // (ny * nx * 8))
-    for start in range(0, n, step):
-        chunk = d[start:start + step]
+
+    def moments(idx):
+        start, stop = int(idx[0]), int(idx[-1]) + 1
+        chunk = d[start:stop]
         if w is not None:
-            chunk = np.where(np.broadcast_to(w if w.ndim == 2 else w[start:start + step], chunk.shape) > 0,
-                             chunk, fill)
+            chunk = np.where(np.broadcast_to(w if w.ndim == 2 else w[start:stop], chunk.shape) > 0, chunk, fill)
         total = chunk.sum(axis=(1, 2), dtype=np.float64)
         safe = np.where(total > 0, total, 1.0)
-        counts[start:start + step] = total
-        centre[start:start + step, 0] = chunk.sum(axis=2, dtype=np.float64) @ yy / safe
-        centre[start:start + step, 1] = chunk.sum(axis=1, dtype=np.float64) @ xx / safe
+        centre = np.stack([chunk.sum(axis=2, dtype=np.float64) @ yy / safe,
+                           chunk.sum(axis=1, dtype=np.float64) @ xx / safe], axis=1)
+        return total[:, None], centre
+    counts, centre = chunks.rows(n, step, moments, (1, 2))
+    counts = counts[:, 0]
     if (counts > 0).any():
         centre[counts <= 0] = np.median(centre[counts > 0], axis=0)      # an empty pattern: no slope
     return counts, centre

@@ -56,6 +56,11 @@ def counting_reads():
     return frames
 
 
+def setup_config():
+    """The set-up of the "setup" mode: probe and object guessed from the data, the detector background on."""
+    return job_config(init_probe="data", init_object="data", background=Group(enabled=True))
+
+
 def setup(comm, out):
     """The "setup" mode: what opening and setting up leave on every rank, exactly, and who read what."""
     from cuptycho import io
@@ -64,9 +69,10 @@ def setup(comm, out):
     frames = counting_reads()
     ds = io.load(out + ".cxi", stream=True, comm=comm, chunk_bytes=5 * 64 * 64 * 4)
     opened = sum(frames)
-    rec = create(ds, job_config(init_probe="data", background=Group(enabled=True)), comm=comm)
+    rec = create(ds, setup_config(), comm=comm)
     set_up = sum(frames) - opened
-    values = dict(sums=ds.data.frame_sums(), probe=np.asarray(rec.probe), counts=np.array(rec.masked_counts()),
+    values = dict(sums=ds.data.frame_sums(), probe=np.asarray(rec.probe), obj=np.asarray(rec.obj),
+                  counts=np.array(rec.masked_counts()),
                   loss=np.array(rec.data_loss("gaussian")))
     opened, set_up = comm.gather(opened), comm.gather(set_up)
     if comm.Get_rank() == 0:
