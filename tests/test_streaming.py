@@ -182,3 +182,28 @@ def test_streamed_data_on_the_gpu_match_loaded_data(scan, monkeypatch):
         results[stream] = engines.create(io.load(scan, stream=stream), cfg).run()
     held, streamed = results[False], results[True]
     np.testing.assert_allclose(streamed.object, held.object, rtol=0, atol=1e-4 * np.abs(held.object).max())
+
+
+def test_a_streamed_dataset_is_written_as_cxi_in_slabs(scan, tmp_path, monkeypatch):
+    """write_cxi of streamed patterns with a per-frame (saturation) mask writes the loaded dataset's file without
+    holding the data: a TIFF stack converted to CXI to stream it needs no memory for it."""
+    import tracemalloc
+
+    peak = float(io.load(scan).data.max())
+    held = io.load(scan, stream=False, saturation=0.5 * peak)
+    streamed = io.load(scan, stream=True, saturation=0.5 * peak)
+    io.write_cxi(tmp_path / "held.cxi", held)
+    from cuptycho.io import cxi
+
+    monkeypatch.setattr(cxi, "WRITE_SLAB_BYTES", 5 * 64 * 64 * 4)      # slabs of 5 of the 49 frames
+    tracemalloc.start()
+    try:
+        io.write_cxi(tmp_path / "streamed.cxi", streamed)
+        written_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    a, b = io.load(tmp_path / "held.cxi"), io.load(tmp_path / "streamed.cxi")
+    np.testing.assert_array_equal(b.data, a.data)
+    np.testing.assert_array_equal(b.mask, a.mask)
+    assert a.mask.ndim == 3 and 0 < a.mask.mean() < 1
+    assert written_peak < 0.5 * held.data.nbytes, (written_peak, held.data.nbytes)

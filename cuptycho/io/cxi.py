@@ -55,6 +55,7 @@ CXI_VERSION = 160
 PIXEL_INVALID = 0x00000001          # CXI 1.6 mask bit 0: "invalid"
 GROUP = "cuptycho"
 FORMAT = "cuptycho-cxi-1"
+WRITE_SLAB_BYTES = 64 << 20        # float32 frames written at once by write_cxi
 CHUNK_CACHE_BYTES = 16 << 20       # HDF5's chunk cache for streamed patterns (its default is 1 MiB)
 
 
@@ -501,6 +502,19 @@ def new_entry(f):
     return e, e.create_group("instrument_1/source_1"), e.create_group("instrument_1/detector_1")
 
 
+def _write_frames(parent, name, frames, dtype, compression, convert=None):
+    """`frames` (J, Ny, Nx), held or streamed, as parent[name], chunked per frame and written a slab of about
+    WRITE_SLAB_BYTES at a time (never whole in memory); `convert(slab)` gives the stored values (default: as
+    float32)."""
+    n, ny, nx = frames.shape
+    d = parent.create_dataset(name, shape=(n, ny, nx), dtype=dtype, chunks=(1, ny, nx), compression=compression)
+    slab = max(1, WRITE_SLAB_BYTES // (4 * ny * nx))
+    for s in range(0, n, slab):
+        block = np.asarray(frames[s:s + slab], dtype=np.float32)
+        d[s:s + slab] = block if convert is None else convert(block)
+    return d
+
+
 def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: str | None = "gzip") -> Path:
     """Write a `Dataset` as a CXI 1.6 file (atomically; an existing file only with ``overwrite=True``).
 
@@ -512,7 +526,8 @@ def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: s
     ``/entry_1/data_1/data`` and ``translation``; and ``/entry_1/cuptycho/`` with the positions in
     pixels, the model (propagator, geometry kind, focus distance, sample pixel size, z, padding,
     margin, object size), the exact mask weights and the probe guess, so `read_cxi` gives back the
-    same Dataset.
+    same Dataset. Patterns and per-frame masks are written in slabs: a streamed dataset (`cuptycho.patterns`,
+    e.g. a TIFF folder read with ``stream=True``) is converted without being held.
     """
     h5py = h5py_module()
     if not isinstance(dataset, Dataset):
@@ -523,15 +538,15 @@ def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: s
         if dataset.wavelength is not None:
             src.create_dataset("energy", data=dataset.energy)
             src.create_dataset("wavelength", data=dataset.wavelength)
-        d = det.create_dataset("data", shape=(n, ny, nx), dtype=np.float32, chunks=(1, ny, nx),
-                               compression=compression)
-        slab = max(1, (64 * 2**20) // (4 * ny * nx))
-        for s in range(0, n, slab):
-            d[s:s + slab] = np.asarray(dataset.data[s:s + slab], dtype=np.float32)
-        if dataset.mask is not None:
-            w = np.asarray(dataset.mask, dtype=np.float64)
-            det.create_dataset("mask", data=np.where(w == 0, PIXEL_INVALID, 0).astype(np.uint32),
-                               compression=compression)
+        d = _write_frames(det, "data", dataset.data, np.float32, compression)
+        mask = dataset.mask
+        if mask is not None:
+            def bits(w):
+                return np.where(np.asarray(w) == 0, PIXEL_INVALID, 0).astype(np.uint32)
+            if len(mask.shape) == 3:             # per frame (held or streamed): in slabs like the data
+                _write_frames(det, "mask", mask, np.uint32, compression, bits)
+            else:
+                det.create_dataset("mask", data=bits(mask), compression=compression)
         if dataset.detector_distance is not None:
             det.create_dataset("distance", data=dataset.detector_distance)
         if dataset.detector_pixel_size is not None:
@@ -566,8 +581,10 @@ def write_cxi(path, dataset: Dataset, *, overwrite: bool = False, compression: s
         g.create_dataset("padding", data=np.broadcast_to(np.asarray(dataset.padding, dtype=np.int64).reshape(-1), (2,)))
         g.create_dataset("margin", data=int(dataset.margin))
         g.create_dataset("obj_shape", data=np.asarray(dataset.obj_shape, dtype=np.int64))
-        if dataset.mask is not None:
-            g.create_dataset("weights", data=np.asarray(dataset.mask, dtype=np.float32), compression=compression)
+        if mask is not None and len(mask.shape) == 3:
+            _write_frames(g, "weights", mask, np.float32, compression)
+        elif mask is not None:
+            g.create_dataset("weights", data=np.asarray(mask, dtype=np.float32), compression=compression)
         if dataset.probe is not None:
             g.create_dataset("probe", data=np.asarray(dataset.probe))
     return Path(os.fspath(path))
