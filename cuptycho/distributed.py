@@ -42,26 +42,10 @@ class Distributed:
         return initial.IN_ORDER if self.comm.size == 1 else RankChunks(self.comm)
 
     def chunk_sums(self, step, compute, count):
-        """`count` sums over every pattern: ``compute(idx)`` gives them (floats or 0-d arrays) over the
-        patterns `idx`, a consecutive range of at most `step`. The ranges are dealt to the ranks in turn (each
-        rank reads a part of streamed data), their values exchanged (an allreduce of the table of ranges, exact:
-        the other ranks add zeros) and summed in range order, so every rank holds the one process's sums bit
-        for bit. One transfer of the table from the device."""
-        n = self.ds.n_patterns
-        starts, mine = dealt(self.comm, n, step)
-        values = [compute(np.arange(starts[k], min(starts[k] + step, n))) for k in mine]
-        table = np.zeros((len(starts), count))
-        if values:
-            flat = [v for row in values for v in row]
-            xp = backends.array_module(*[v for v in flat if not isinstance(v, (int, float))]) \
-                if any(not isinstance(v, (int, float)) for v in flat) else np
-            table[mine] = backends.to_host(xp.stack([xp.asarray(v, dtype=xp.float64) for v in flat])).reshape(
-                len(mine), -1)
-        table = self.comm.sum(table)
-        sums = [0.0] * count
-        for row in table:                        # in range order: the serial sums' order
-            sums = [a + b for a, b in zip(sums, row.tolist())]
-        return tuple(sums)
+        """`count` sums (floats) over every pattern: ``compute(idx)`` gives them (floats or 0-d arrays on any
+        device) over the patterns `idx`, a consecutive range of at most `step`, combined by `chunks` (with
+        several ranks dealt to them and summed as one process sums them, bit for bit)."""
+        return tuple(float(v) for v in self.chunks.sums(self.ds.n_patterns, step, compute, [()] * count))
 
     def stop_agreed(self, asked: bool) -> bool:
         """Whether to stop after this epoch: `asked` here (a signal) or, with several ranks, on any of them (one
@@ -110,6 +94,13 @@ class Distributed:
             array[...] = self.comm.sum(np.where(keep, array, 0.0))
 
 
+def _host_stack(values):
+    """Floats or float arrays of one shape (NumPy or CuPy) stacked into one float64 NumPy array."""
+    arrays = [v for v in values if not isinstance(v, (int, float))]
+    xp = backends.array_module(*arrays) if arrays else np
+    return backends.to_host(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]))
+
+
 def dealt(comm, n, step):
     """(the start of every range of `step` patterns of `n`, the indices of the ranges rank `comm.rank` computes:
     every comm.size-th from its rank on)."""
@@ -129,9 +120,10 @@ class RankChunks(initial.Chunks):
     def sums(self, n, step, compute, shapes):
         starts, mine = dealt(self.comm, n, step)
         tables = [np.zeros((len(starts), *shape)) for shape in shapes]
-        for k in mine:
-            for table, value in zip(tables, compute(np.arange(starts[k], min(starts[k] + step, n)))):
-                table[k] = value
+        values = [compute(np.arange(starts[k], min(starts[k] + step, n))) for k in mine]
+        for i, table in enumerate(tables):          # one transfer per output, from whichever device computed it
+            if values:
+                table[mine] = _host_stack([v[i] for v in values])
         out = None
         for rows in zip(*(self.comm.sum(t) for t in tables)):      # in range order
             out = rows if out is None else tuple(a + b for a, b in zip(out, rows))
