@@ -22,6 +22,7 @@ import numpy as np
 
 from . import budget, fft, model
 from .budget import Term, format_bytes
+from .launchers.sampling import TILE, tile_slots
 
 # Copies of object and probe alive (value, Adam's two moments, snapshots of those three for the divergence
 # watch): during the per-epoch loss record the best state's snapshot alone (6); during the steps also the
@@ -89,7 +90,9 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
     record_bytes = record * ny * nx * (LOSS_RECORD_ARRAYS * 8 + real)
     # the loss rows and position gradients, and the probe adjoint's per-chunk sums (launchers.exitwave)
     adjoint_chunks = min(max(steps), -(-GRID_THREADS // (ny * nx)))
-    step_bytes = max(lengths) * (ny * 8 + 16) + adjoint_chunks * k * ny * nx * c.itemsize
+    # the object adjoint's tile lists (launchers.sampling): keys, their sort and the patch list; tile starts
+    tiles = 3 * max(steps) * tile_slots((ny, nx)) * 8 + 2 * (-(-h // TILE) * -(-w // TILE) + 1) * 8
+    step_bytes = max(lengths) * (ny * 8 + 16) + adjoint_chunks * k * ny * nx * c.itemsize + tiles
     in_record = RECORD_COPIES * (obj + probe) + record_bytes >= STEP_COPIES * (obj + probe) + step_bytes
     copies = RECORD_COPIES if in_record else STEP_COPIES
     held = ("value, Adam's moments and the best state's snapshot of them" if in_record else
@@ -113,7 +116,7 @@ def device_estimate(n_patterns, patch_shape, obj_shape, *, n_object_modes=1, n_p
         "scratch": Term(scratch, "gradient-patch buffers, one per chunk shape"),
         "transient": Term(record_bytes if in_record else step_bytes,
                           f"the loss record's float64 terms, {record} patterns at a time" if in_record else
-                          "a step's loss rows, position gradients and probe-adjoint chunk sums"),
+                          "a step's loss rows, position gradients, probe-adjoint chunk sums and object-adjoint tile lists"),
     }
     if spectrum:
         run["spectrum"] = Term(spectrum, "forward spectra kept for the z gradient, one per chunk shape")

@@ -28,9 +28,9 @@
  * per block (patch_posgrad, likelihood, detector_likelihood and spectrum_adj require exactly 256:
  * they sum in the block). Every kernel is a grid-stride loop, so any grid size is correct;
  * patch_posgrad runs one block per position, the likelihoods and spectrum_adj one per buffer row
- * (their row sums are block reductions in a fixed order: the same on every run). On the GPU
- * patch_adj's object gradient is accumulated with atomicAdd, so it varies in the last bits from
- * run to run.
+ * (their row sums are block reductions in a fixed order: the same on every run). patch_adj
+ * runs one block per object tile and needs the tile lists described at its declaration; its
+ * object gradient has one writer per pixel (no atomics), so it too is the same on every run.
  * Both libraries export the same names: link one of them into a program (or dlopen each with
  * RTLD_LOCAL).
  *
@@ -70,12 +70,26 @@ void patch_fwd_f64(const cpt_complex128* obj, long long n_modes, long long h, lo
                    const double* pos, long long n_pos, long long ny, long long nx, cpt_complex128* patches);
 
 /* patch_adj: obj_grad += A^H patches, the adjoint of patch_fwd: a scatter-add of every patch
- * with the same four weights (accumulated; thread-independent on the CPU). obj_grad has the
- * object's shape (n_modes, h, w). */
+ * with the same four weights (accumulated; thread-independent). obj_grad has the object's shape
+ * (n_modes, h, w). Every object pixel adds the patches that cover it in index order.
+ * The CPU build ignores tile_start, tile_pos and tile (pass NULL, NULL, 0). The CUDA build gathers
+ * per object tile of tile x tile pixels (row-major, ceil(w / tile) per row): tile t's patches are
+ * tile_pos[tile_start[t] .. tile_start[t + 1]), ascending. Build them with patch_tile_keys (one
+ * key per slot, n_pos * (ny / tile + 2) * (nx / tile + 2) slots), sort the keys ascending, then
+ * tile_pos = key % n_pos and tile_start[t] = the first sorted key >= t * n_pos (t = 0 .. n_tiles).
+ * With n_pos == 1, tile_start = NULL: the blocks cover the patch's own tiles. */
 void patch_adj_f32(const cpt_complex64* patches, long long n_modes, long long h, long long w,
-                   const double* pos, long long n_pos, long long ny, long long nx, cpt_complex64* obj_grad);
+                   const double* pos, long long n_pos, long long ny, long long nx,
+                   const long long* tile_start, const long long* tile_pos, long long tile, cpt_complex64* obj_grad);
 void patch_adj_f64(const cpt_complex128* patches, long long n_modes, long long h, long long w,
-                   const double* pos, long long n_pos, long long ny, long long nx, cpt_complex128* obj_grad);
+                   const double* pos, long long n_pos, long long ny, long long nx,
+                   const long long* tile_start, const long long* tile_pos, long long tile, cpt_complex128* obj_grad);
+
+/* patch_tile_keys: keys (n_pos * slots_y * slots_x) long long, overwritten: for patch_adj's tile
+ * lists on the GPU (slot (j, sy, sx): tile id * n_pos + j where the patch's footprint reaches
+ * that tile, else n_tiles * n_pos + j). Unused on the CPU. */
+void patch_tile_keys_f64(const double* pos, long long n_pos, long long ny, long long nx, long long h, long long w,
+                         long long tile, long long* keys);
 
 /* patch_posgrad: out (n_pos, 2) double (overwritten) = (dL/dy, dL/dx) of each position, given
  * the patch gradient grad_patches (n_pos, n_modes, ny, nx) = G_o:

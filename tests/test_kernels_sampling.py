@@ -37,6 +37,19 @@ def test_patch_adj_matches_reference_and_accumulates(device, dtype):
     assert_kernel_close(out, 2 * expected, dtype)
 
 
+@pytest.mark.parametrize("n_pos, patch, obj_hw", [(1, (12, 9), (37, 41)), (1, (40, 70), (150, 170)),
+                                                  (60, (40, 70), (150, 170)), (30, (64, 33), (100, 97))])
+def test_patch_adj_over_tiles_matches_reference(device, n_pos, patch, obj_hw):
+    """The GPU gathers per 32 x 32 object tile: patches spanning several tiles, one patch alone (no tile lists),
+    objects whose last tiles are partial; the CPU the same arguments."""
+    obj, pos, grad = case(np.complex128, n_pos=max(n_pos, 3), patch=patch, obj_hw=obj_hw, seed=n_pos)
+    pos, grad = pos[-n_pos:], grad[-n_pos:]               # one patch: an interior one (no exact crop)
+    d_grad, d_pos = to_device(device, grad, pos)
+    out = sampling.patch_adj(d_grad, d_pos, obj.shape)
+    sampling.patch_adj(d_grad, d_pos, obj.shape, out=out)
+    assert_kernel_close(out, 2 * reference.patch_adj(grad, pos, obj.shape), np.complex128)
+
+
 def test_cpu_scatter_is_deterministic_across_thread_counts(monkeypatch):
     """Each object row has one writer, summing patches in index order: bitwise equal results."""
     import subprocess

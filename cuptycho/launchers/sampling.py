@@ -11,6 +11,8 @@ import numpy as np
 from ..backend import array_module
 from ._core import field_dtype, i64, launch, output, require
 
+TILE = 32        # object pixels per side of the GPU patch_adj's tiles: 1024 pixels for a block of 256 threads
+
 
 def _geometry(obj_shape, positions, patch_shape):
     require("positions", positions, np.float64, ndim=2)
@@ -36,14 +38,43 @@ def patch_fwd(obj, positions, patch_shape, out=None):
 def patch_adj(patches, positions, obj_shape, out=None):
     """Adjoint of `patch_fwd`: scatter-add of patches (J, Mo, Ny, Nx) into (Mo, H, W).
 
-    Accumulates into `out` when given (the chunked pipeline sums over chunks), else into zeros.
+    Accumulates into `out` when given (the chunked pipeline sums over chunks), else into zeros. Every object
+    pixel adds the patches covering it in index order (one writer, no atomics): the same on every run.
     """
     dtype = field_dtype("patches", patches)
     (mo, h, w), n, (ny, nx) = _geometry(obj_shape, positions, patches.shape[-2:])
     require("patches", patches, dtype, (n, mo, ny, nx))
-    out = output("out", out, array_module(patches), tuple(obj_shape), dtype, zero=True)
-    launch("sampling", "patch_adj", dtype, (patches, mo, h, w, positions, n, ny, nx, out), elements=patches.size)
+    xp = array_module(patches)
+    out = output("out", out, xp, tuple(obj_shape), dtype, zero=True)
+    if xp is np:
+        launch("sampling", "patch_adj", dtype, (patches, mo, h, w, positions, n, ny, nx, None, None, i64(0), out),
+               elements=patches.size)
+        return out
+    tile_start, tile_pos, n_blocks = _tile_lists(xp, positions, (h, w), (ny, nx))
+    launch("sampling", "patch_adj", dtype, (patches, mo, h, w, positions, n, ny, nx, tile_start, tile_pos, i64(TILE),
+                                            out), rows=n_blocks)
     return out
+
+
+def tile_slots(patch_shape):
+    """The object tiles a patch's scatter may reach (its footprint is one pixel larger than the patch)."""
+    return (patch_shape[0] // TILE + 2) * (patch_shape[1] // TILE + 2)
+
+
+def _tile_lists(xp, positions, obj_hw, patch_shape):
+    """(tile_start, tile_pos, blocks) of the GPU gather: each TILE x TILE object tile's patches, ascending, and
+    how many blocks the launch needs (one per tile). One patch needs no lists: (None, None, its own tiles)."""
+    (h, w), (ny, nx), n = obj_hw, patch_shape, positions.shape[0]
+    slots = tile_slots(patch_shape)
+    if n == 1:
+        return None, None, slots
+    keys = xp.empty(n * slots, np.int64)
+    launch("sampling", "patch_tile_keys", np.float64,
+           (positions, i64(n), i64(ny), i64(nx), i64(h), i64(w), i64(TILE), keys), elements=keys.size)
+    keys.sort()
+    n_tiles = -(-h // TILE) * -(-w // TILE)
+    tile_start = xp.searchsorted(keys, xp.arange(n_tiles + 1, dtype=np.int64) * n)
+    return tile_start.astype(np.int64, copy=False), keys % n, n_tiles
 
 
 def patch_posgrad(obj, positions, grad_patches, out=None):
