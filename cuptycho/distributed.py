@@ -24,12 +24,10 @@ class Distributed:
         comm = parallel.communicator(comm)
         if comm.size == 1:
             return
-        if self.cfg.engine != "gradient":
-            raise ValueError(f"the {self.cfg.engine} engine runs in one process (its updates follow each other "
-                             "position by position); under MPI use engine = 'gradient'")
-        if self.cfg.background_per_pattern and self.cfg.background.enabled:
-            raise ValueError("background_per_pattern is a map per pattern: not yet shared across MPI ranks; use one "
-                             "background map (background_per_pattern = false) or one process")
+        if self.cfg.engine != "gradient" and self.cfg.batch in (None, 1):
+            raise ValueError(f"the sequential {self.cfg.engine} engine runs in one process (its updates follow each "
+                             "other position by position): under MPI set batch = B (parallel PIE, B patterns a step "
+                             "shared by the ranks) or use engine = 'gradient'")
         self.comm, self.owner = comm, parallel.partition(self.nominal, comm.size)
 
     def own(self, idx):
@@ -65,7 +63,7 @@ class Distributed:
         grads["object"], grads["probe"] = self.comm.sum(grads["object"]), self.comm.sum(grads["probe"])
         if "z" in grads:
             grads["z"] = self.comm.sum(float(grads["z"]))
-        if "background" in grads:
+        if "background" in grads and grads["background"].ndim == 2:       # one map; per pattern: this rank's rows
             grads["background"] = self.comm.sum(grads["background"])
         return self.comm.sum(float(value)), grads
 
@@ -77,21 +75,36 @@ class Distributed:
         if "scale" in wanted and self.shot_scale is not None:
             out["scale"] = np.zeros(0)
         if "background" in wanted and self.background is not None:
-            out["background"] = xp.zeros_like(self.background)
+            out["background"] = xp.zeros((0,) * (self.background.ndim - 2) + self.background.shape[-2:],
+                                         self.background.dtype)
         return out
 
+    def share_rows(self, rows):
+        """After a PIE registration, in which each rank stepped the positions `rows` of its own patterns: every
+        rank takes every rank's new rows, corrections and Adam moments (one allgather of the rows alone)."""
+        if self.owner is None:
+            return
+        arrays = [self.correction, self.opt["positions"].m, self.opt["positions"].v]
+        for theirs, values in self.comm.gather_all((rows, [a[rows] for a in arrays])):
+            for array, value in zip(arrays, values):
+                array[theirs] = value
+
     def exchange_rows(self):
-        """After an epoch: every rank takes each pattern's correction and scale, and their optimiser moments,
-        from the rank that owns it (so every rank, and a checkpoint any of them writes, holds the whole state)."""
+        """After an epoch: every rank takes each pattern's correction and scale (and background map, when there is
+        one per pattern), and their optimiser moments, from the rank that owns it (so every rank, and a
+        checkpoint any of them writes, holds the whole state)."""
         if self.owner is None:
             return
         mine = self.owner == self.comm.rank
         rows = [self.correction] + ([self.shot_scale] if self.shot_scale is not None else [])
         rows += [getattr(self.opt[name], k) for name in ("positions", "scale")
                  if name in self.opt and getattr(self.cfg, name).enabled for k in "mv"]
+        if self.background is not None and self.background.ndim == 3:
+            rows += [self.background, self.opt["background"].m, self.opt["background"].v]
         for array in rows:
-            keep = mine.reshape((-1,) + (1,) * (array.ndim - 1))
-            array[...] = self.comm.sum(np.where(keep, array, 0.0))
+            xp = backends.array_module(array)
+            keep = backends.to_device("cuda" if xp is not np else "cpu", mine.reshape((-1,) + (1,) * (array.ndim - 1)))
+            array[...] = self.comm.sum(xp.where(keep, array, array.dtype.type(0)))
 
 
 def _host_stack(values):

@@ -12,8 +12,10 @@ object, probe, z, focus and [scan] gradients, a shared background) are summed ac
 and R ranks give the result of one process up to the order of floating-point summation. Per-pattern
 parameters (position corrections, scales) are stepped by their owner and exchanged after each epoch.
 
-GPU arrays go through host buffers (a device -> host copy, Allreduce, host -> device); the whole object
-is summed, which for production sizes is the cost to cut next (only the rows a tile touches).
+GPU arrays go to a CUDA-aware MPI as they are (no host copy; `cuda_aware` asks the library, or set
+CUPTYCHO_MPI_CUDA_AWARE), otherwise through host buffers (a device -> host copy, Allreduce, host ->
+device); the whole object is summed, which for production sizes is the cost to cut next (only the rows a
+tile touches).
 Without mpi4py or with one rank, `Serial` does nothing at all.
 """
 from __future__ import annotations
@@ -41,25 +43,66 @@ class Serial:
         """The largest of the ranks' `value` (a float)."""
         return value
 
+    def gather_all(self, value) -> list:
+        """Every rank's `value` (small host objects: a few rows), in rank order, on every rank."""
+        return [value]
+
     def abort(self, code=1):
         """End every rank (nothing to end in one process)."""
 
 
-class MPICommunicator(Serial):
-    """An mpi4py communicator: `sum` is an Allreduce of floats or arrays (NumPy or CuPy, via the host)."""
+def cuda_aware() -> bool:
+    """Whether the MPI library reads and writes GPU memory itself: `CUPTYCHO_MPI_CUDA_AWARE` = 1 / 0 when set,
+    else what the library says (MPIX_Query_cuda_support, through mpi4py 4's `MPI.Query_cuda_support`; False
+    where it cannot say: a host-buffer sum is always correct, a device pointer given to an MPI that is not
+    CUDA-aware is a crash)."""
+    setting = os.environ.get("CUPTYCHO_MPI_CUDA_AWARE", "").strip().lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    if setting:
+        raise ValueError(f"CUPTYCHO_MPI_CUDA_AWARE must be 1 or 0 (unset: ask the MPI library), got {setting!r}")
+    from mpi4py import MPI
 
-    def __init__(self, comm):
+    query = getattr(MPI, "Query_cuda_support", None)
+    return bool(query()) if query is not None else False
+
+
+class MPICommunicator(Serial):
+    """An mpi4py communicator: `sum` is an Allreduce of floats or arrays. CuPy arrays go to the MPI library as
+    they are where it is CUDA-aware (`cuda_aware`), else through host buffers (device -> host, Allreduce,
+    host -> device)."""
+
+    def __init__(self, comm, device_buffers=None):
         super().__init__()
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self._device_buffers = device_buffers           # None: asked of the library at the first GPU sum
+
+    @property
+    def device_buffers(self) -> bool:
+        """Whether GPU arrays are passed to MPI without host copies (a CUDA-aware MPI)."""
+        if self._device_buffers is None:
+            self._device_buffers = cuda_aware()
+        return self._device_buffers
 
     def sum(self, value):
+        from mpi4py import MPI
+
         if isinstance(value, (float, int, np.floating, np.integer)):
             self.bytes_summed += 8
             return type(value)(self.comm.allreduce(value))
+        if not isinstance(value, np.ndarray) and self.device_buffers:
+            xp = backends.array_module(value)
+            value = xp.ascontiguousarray(value)
+            out = xp.empty_like(value)
+            # MPI reads the buffers outside CuPy's stream: the kernels that wrote them must have finished
+            xp.cuda.get_current_stream().synchronize()
+            self.comm.Allreduce(value, out, op=MPI.SUM)
+            self.bytes_summed += value.nbytes
+            return out
         host = np.ascontiguousarray(backends.to_host(value))
         out = np.empty_like(host)
-        from mpi4py import MPI
-
         self.comm.Allreduce(host, out, op=MPI.SUM)
         self.bytes_summed += host.nbytes
         return out if isinstance(value, np.ndarray) else backends.to_device("cuda", out)
@@ -70,8 +113,20 @@ class MPICommunicator(Serial):
         self.bytes_summed += 8
         return float(self.comm.allreduce(float(value), op=MPI.MAX))
 
+    def gather_all(self, value) -> list:
+        values = self.comm.allgather(value)
+        self.bytes_summed += sum(_nbytes(v) for v in values)
+        return values
+
     def abort(self, code=1):
         self.comm.Abort(code)
+
+
+def _nbytes(value) -> int:
+    """The bytes of the arrays in `value` (nested tuples and lists of them), for the communication count."""
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 8))
 
 
 def communicator(comm=None) -> Serial:

@@ -40,6 +40,10 @@ update (what ePIE's error metric reports), averaged over the epoch.
 Each step works on the object's bounding box of the batch's patches (a copy written back after
 the update), so a sequential step costs a patch, not the whole object.
 
+Under MPI (`cuptycho.parallel`) the batched engines share each batch: every rank evaluates the
+patterns of it that it owns, the numerators, the denominators and the loss are summed across the
+ranks, and all take the same update; the sequential engines (batch = 1) refuse several ranks.
+
 Position refinement (SciComPty): the shift between each position's object patch before and after
 its update, measured by upsampled-DFT registration (`cuptycho.registration`, batched over up to
 `REGISTER_EVERY` positions on the device), is the "gradient" of a per-position Adam (the
@@ -134,6 +138,7 @@ class PIEReconstruction(Reconstruction):
             self.momentum = {"object": [self.obj.copy(), xp.zeros_like(self.obj)],
                              "probe": [self.probe.copy(), xp.zeros_like(self.probe)]}
         self.pending = []                       # (rows, patches before, patches after) awaiting registration
+        self.pending_count = 0                  # the positions of every rank's pending rows
         self._scan_on_device = (None, None)     # (epoch, every position on the GPU): see local_positions
 
     def _groups(self):
@@ -148,7 +153,7 @@ class PIEReconstruction(Reconstruction):
 
     # ---- one epoch (sequential: a random order of positions per epoch, the shared loop's order)
     def after_step(self, epoch, profile):
-        if sum(len(p[0]) for p in self.pending) >= REGISTER_EVERY:
+        if self.pending_count >= REGISTER_EVERY:
             self.refine_positions(profile)
 
     def end_epoch(self, epoch, profile):
@@ -157,17 +162,23 @@ class PIEReconstruction(Reconstruction):
     def step(self, idx, epoch, profile=None):
         """One PIE update from the patterns `idx`; returns their mean gaussian loss before it (a 0-d array on the
         device: the epoch sums them there, so a position costs no host round trip). With position refinement
-        active, the patches before and after it wait for registration."""
+        active, the patches before and after it wait for registration.
+
+        With several ranks (parallel PIE) each evaluates the batch's patterns it owns; the numerators, the two
+        denominators and the loss are summed across the ranks, which then take the same update."""
         xp, device = self.xp, self.device
         refine = self._active("positions", epoch)
-        pos = self.batch_positions(idx)
-        y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
+        y0, y1, x0, x1 = crop_box(self.batch_positions(idx), self.probe.shape[-2:], self.obj.shape[1:])
         obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
-        local = self.local_positions(idx, epoch, pos, (y0, x0))
-        data, mask = self.batch_data(idx)
-        value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
-                                    wanted=frozenset({"object", "probe"}), value_on_device=True,
-                                    **self.model_kwargs())
+        mine = self.own(idx)
+        local = self.local_positions(mine, epoch, self.batch_positions(mine), (y0, x0))
+        if len(mine):
+            data, mask = self.batch_data(mine)
+            value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
+                                        wanted=frozenset({"object", "probe"}), value_on_device=True,
+                                        n_total=len(idx), **self.model_kwargs())
+        else:                                               # a rank that owns none of this batch adds zeros
+            value, grads = 0.0, {"object": xp.zeros_like(obj), "probe": xp.zeros_like(self.probe)}
         s = self.settings
         gain = -0.5 * len(idx) * self.step_scale            # dpsi = -(J/2) G_psi
         shape = self.probe.shape[-2:]
@@ -175,14 +186,18 @@ class PIEReconstruction(Reconstruction):
             update_probe = self._active("probe", epoch)
             before = ops.patch_fwd(device, obj, local, shape) if (update_probe or refine) else None
             if update_probe:
-                w_probe = _power(before, (0, 1))
+                w_probe = self.comm.sum(_power(before, (0, 1)))
                 w_probe_max = w_probe.max().reshape(1)
             modes = [m for m, name in ((slice(0, 1), "object"), (slice(1, None), "object_modes"))
                      if self._active(name, epoch)]
+            if self.comm.size > 1:
+                value = self.comm.sum(float(value))
+                grads = {name: self.comm.sum(grads[name]) for name in (("object",) if modes else ()) +
+                         (("probe",) if update_probe else ())}
             if modes:
-                lit = xp.broadcast_to(_power(self.probe, 0).astype(self.dtype), (len(idx), 1, *shape))
+                lit = xp.broadcast_to(_power(self.probe, 0).astype(self.dtype), (len(mine), 1, *shape))
                 w_obj = ops.patch_adj(device, xp.ascontiguousarray(lit), local, (1, *obj.shape[1:])).real[0]
-                w_obj = xp.ascontiguousarray(w_obj)
+                w_obj = self.comm.sum(xp.ascontiguousarray(w_obj))
                 w_obj_max = w_obj.max().reshape(1)
                 for m in modes:
                     ops.pie_update(device, obj[m], grads["object"][m], w_obj, w_obj_max, step=gain * s.object_step,
@@ -193,7 +208,8 @@ class PIEReconstruction(Reconstruction):
                                alpha=s.beta, rel_floor=REL_FLOOR)
             if refine:
                 after = ops.patch_fwd(device, obj[:1], local, shape)
-                self.pending.append((idx, before[:, 0], after[:, 0]))
+                self.pending.append((mine, before[:, 0], after[:, 0]))
+                self.pending_count += len(idx)          # the whole batch's: every rank registers at the same step
             self._momentum(len(idx), epoch)
         return value
 
@@ -202,8 +218,8 @@ class PIEReconstruction(Reconstruction):
         per step (a synchronous copy from host memory waits for the GPU): every position goes up once per
         epoch and after each registration, the only changes of a PIE scan within an epoch, and a step slices
         its own (same values: the same float64 arithmetic on the same numbers)."""
-        if self.device != "cuda":
-            return np.ascontiguousarray(pos - np.array(corner, np.float64))
+        if self.device != "cuda" or not len(idx):
+            return backends.to_device(self.device, np.ascontiguousarray(pos - np.array(corner, np.float64)))
         held_epoch, scan = self._scan_on_device
         if scan is None or held_epoch != epoch:
             scan = backends.to_device(self.device, self.batch_positions(np.arange(self.ds.n_patterns)))
@@ -236,15 +252,17 @@ class PIEReconstruction(Reconstruction):
 
     # ---- positions
     def refine_positions(self, profile=None):
-        """Register the pending before/after patches and take one Adam step per registered position."""
-        if not self.pending:
+        """Register the pending before/after patches and take one Adam step per registered position. With several
+        ranks each registers its own patterns; the drift's mean is taken over all of them, and every rank then
+        takes every rank's new rows (so all hold the same positions, and the same crops, for the next steps)."""
+        if not self.pending_count:
             return
         xp = self.xp
         rows = np.concatenate([p[0] for p in self.pending])
         with ops.stage(profile, "registration", self.device):
             before = xp.concatenate([p[1] for p in self.pending])
             after = xp.concatenate([p[2] for p in self.pending])
-            self.pending = []
+            self.pending, self.pending_count = [], 0
             # The update is tiny next to the patch: its shift would fall below the 1/upsample grid.
             # Scaled to `position_amplify` of the patch's norm, it moves the measured shift alike
             # (to first order) and keeps every position's signal on the grid; Adam needs only its
@@ -261,9 +279,13 @@ class PIEReconstruction(Reconstruction):
         old = self.correction[rows].copy()
         self._update_positions(rows, shift)
         step = self.correction[rows] - old
-        step -= step.mean(axis=0)                # a common drift of all positions is invisible to the data
+        if self.comm.size == 1:
+            step -= step.mean(axis=0)            # a common drift of all positions is invisible to the data
+        else:
+            step -= self.comm.sum(step.sum(axis=0)) / self.comm.sum(float(len(rows)))
         limit = self.settings.position_max_step
         self.correction[rows] = old + np.clip(step, -limit, limit)
+        self.share_rows(rows)
         self._clip_positions()
         self._scan_on_device = (None, None)
 

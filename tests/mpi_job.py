@@ -1,6 +1,7 @@
 """A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
 
-MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "streamed" (the whole
+MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "pie" (parallel mPIE,
+registering positions), "background" (a background map per pattern), "streamed" (the whole
 run on the dataset written as OUT.cxi by the test and streamed from it by every rank), "setup" (OUT.cxi
 opened streamed by the ranks together and an engine set up on it: the frame totals, the fitted probe, the
 counts and the loss record, and the frames each rank read while opening), "resume" (stopped
@@ -21,6 +22,19 @@ def job_config(**kw):
     return Config(**{**dict(epochs=6, batch=8, backend="cpu", dtype="complex128", seed=3, object=Group(lr=0.1),
                             probe=Group(enabled=True, lr=0.02), positions=Group(enabled=True, lr=0.1, start_epoch=2),
                             scan=Group(enabled=True, lr=1e-3), metrics_every=3), **kw})
+
+
+PIE_REGISTER_EVERY = 16     # registrations within an epoch of 49 patterns: the ranks share rows mid-epoch
+
+
+def pie_config():
+    """The "pie" mode: parallel mPIE (a batch of 8 shared by the ranks) with position registration."""
+    return job_config(engine="mpie", scan=Group(enabled=False), positions=Group(enabled=True, lr=0.3, start_epoch=1))
+
+
+def background_config():
+    """The "background" mode: a background map per pattern, stepped by its owner, exchanged after each epoch."""
+    return job_config(background=Group(enabled=True, lr=0.05), background_per_pattern=True)
 
 
 def job_dataset():
@@ -92,6 +106,12 @@ def main(mode, out):
             if comm.Get_rank() == 1 and rec["epoch"] == 1:
                 raise RuntimeError("rank 1 fails on purpose")
         cfg = job_config(epochs=50, progress=fail)
+    elif mode == "background":
+        cfg = background_config()
+    elif mode == "pie":
+        from cuptycho import pie
+        pie.REGISTER_EVERY = PIE_REGISTER_EVERY
+        cfg = pie_config()
     elif mode == "newton":
         cfg = job_config(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))
     else:
@@ -107,10 +127,25 @@ def main(mode, out):
             comm.Barrier()
             rec = create(ds, cfg, comm=comm)
             rec.load_state_dict(checkpoint.load(path))
+        agreed = watch_registrations(rec, comm) if mode == "pie" else []
         result = rec.run()
     if comm.Get_rank() == 0:
         np.savez(out, object=result.object, probe=result.probe, positions=result.positions, loss=result.loss,
-                 bytes_summed=rec.comm.bytes_summed, ranks=comm.Get_size())
+                 background=np.asarray(result.background if result.background is not None else 0), bytes_summed=rec.comm.bytes_summed, ranks=comm.Get_size(), agreed=np.array(agreed, dtype=bool))
+
+
+def watch_registrations(rec, comm):
+    """After each PIE registration: whether every rank holds the same positions (a list, one entry each)."""
+    agreed, register = [], rec.refine_positions
+
+    def checked(profile=None):
+        registered = rec.pending_count > 0
+        register(profile)
+        if registered:
+            mine = rec.correction.copy()
+            agreed.append(all(np.array_equal(mine, theirs) for theirs in comm.allgather(mine)))
+    rec.refine_positions = checked
+    return agreed
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from cuptycho import Group, create, parallel, reconstruct
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from mpi_job import job_config, job_dataset  # noqa: E402
+from conftest import EMULATED_GPU  # noqa: E402
+from mpi_job import PIE_REGISTER_EVERY, background_config, job_config, job_dataset, pie_config  # noqa: E402
 
 
 def mpiexec():
@@ -57,16 +58,27 @@ def test_one_rank_is_the_plain_run():
 
 
 @needs_mpi
-@pytest.mark.parametrize("mode", ["run", "newton"])
-def test_two_ranks_give_the_one_process_result(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["run", "newton", "pie", "background"])
+def test_two_ranks_give_the_one_process_result(tmp_path, mode, monkeypatch):
+    """The gradient engine (Adam or Gauss-Newton position steps) and parallel mPIE with position registration."""
+    from cuptycho import pie
+
+    monkeypatch.setattr(pie, "REGISTER_EVERY", PIE_REGISTER_EVERY)
     proc, _ = run_job(mode, tmp_path / "two.npz")
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = np.load(tmp_path / "two.npz")
-    extra = {} if mode == "run" else dict(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))
-    one = reconstruct(job_dataset(), job_config(**extra))
+    if mode == "pie":      # registrations within epochs, after each of which the ranks hold the same positions
+        assert len(two["agreed"]) > job_config().epochs and two["agreed"].all(), two["agreed"]
+    config = {"run": job_config, "pie": pie_config, "background": background_config,
+              "newton": lambda: job_config(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))}
+    one = reconstruct(job_dataset(), config[mode]())
     assert int(two["ranks"]) == 2 and int(two["bytes_summed"]) > 0
     np.testing.assert_allclose(two["loss"], one.loss, rtol=1e-9)
-    for key, value in (("object", one.object), ("probe", one.probe), ("positions", one.positions)):
+    outputs = [("object", one.object), ("probe", one.probe), ("positions", one.positions)]
+    if mode == "background":
+        assert one.background.shape == (len(one.positions), *one.probe.shape[-2:]) and np.ptp(one.background) > 0
+        outputs.append(("background", one.background))
+    for key, value in outputs:
         np.testing.assert_allclose(two[key], value, rtol=1e-8, atol=1e-8 * np.abs(value).max(), err_msg=key)
 
 
@@ -246,3 +258,71 @@ def test_each_rank_of_a_node_takes_its_own_gpu(monkeypatch):
     monkeypatch.setattr(parallel.backends, "cupy_module", lambda: fake_cupy)
     assert parallel.select_gpu(parallel.communicator(World())) == 1 and used == ["freed", 1]
     assert parallel.select_gpu(parallel.Serial()) is None
+
+
+class _TwoRanks:
+    """The rank and size queries of an mpi4py communicator of two ranks (what attaching reads first)."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+
+@pytest.mark.parametrize("batch", [None, 1])
+def test_the_sequential_pie_engines_refuse_several_ranks_and_say_how_to_share(batch):
+    with pytest.raises(ValueError, match="sequential mpie engine runs in one process.*set batch = B"):
+        create(job_dataset(), job_config(engine="mpie", scan=Group(enabled=False), batch=batch), comm=_TwoRanks())
+
+
+class _SummingTwo(_TwoRanks):
+    """Two ranks holding the same values: an Allreduce doubles them; it records the buffers' types."""
+
+    def __init__(self):
+        self.buffers = []
+
+    def Allreduce(self, send, recv, op=None):
+        self.buffers.append("host" if isinstance(send, np.ndarray) else "device")
+        recv[...] = send * 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("aware", [True, False])
+def test_gpu_arrays_go_to_a_cuda_aware_mpi_without_host_copies(aware, monkeypatch):
+    """With a CUDA-aware MPI (CUPTYCHO_MPI_CUDA_AWARE=1, or the library's own answer) a CuPy array is reduced in
+    place on the device: no transfer to the host; otherwise through a host buffer. Both give the same sum."""
+    pytest.importorskip("mpi4py")
+    import cupy
+
+    from cuptycho import backend
+
+    monkeypatch.setenv("CUPTYCHO_MPI_CUDA_AWARE", "1" if aware else "0")
+    fake = _SummingTwo()
+    comm = parallel.communicator(fake)
+    value = cupy.asarray(np.arange(6.0).reshape(2, 3))
+    transfers = None
+    if EMULATED_GPU:
+        from gpu_emulation import device_array
+
+        transfers = device_array.transfers
+        before = dict(transfers)
+    out = comm.sum(value)
+    assert backend.array_module(out) is cupy
+    np.testing.assert_array_equal(out.get(), 2 * np.arange(6.0).reshape(2, 3))
+    assert comm.device_buffers is aware
+    assert fake.buffers == (["device"] if aware else ["host"])
+    if transfers is not None:                           # the emulation counts every host <-> device copy
+        moved = transfers["to_host"] - before["to_host"] + transfers["to_device"] - before["to_device"]
+        assert moved == (1 if aware else 3)             # aware: only the test's .get(); else down, up, .get()
+
+
+def test_the_cuda_aware_setting_is_checked(monkeypatch):
+    pytest.importorskip("mpi4py")
+    monkeypatch.setenv("CUPTYCHO_MPI_CUDA_AWARE", "maybe")
+    with pytest.raises(ValueError, match="CUPTYCHO_MPI_CUDA_AWARE must be 1 or 0"):
+        parallel.cuda_aware()
+    monkeypatch.delenv("CUPTYCHO_MPI_CUDA_AWARE")
+    from mpi4py import MPI
+
+    assert parallel.cuda_aware() is bool(getattr(MPI, "Query_cuda_support", lambda: False)())

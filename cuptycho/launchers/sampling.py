@@ -46,6 +46,8 @@ def patch_adj(patches, positions, obj_shape, out=None):
     require("patches", patches, dtype, (n, mo, ny, nx))
     xp = array_module(patches)
     out = output("out", out, xp, tuple(obj_shape), dtype, zero=True)
+    if not n:
+        return out
     if xp is np:
         launch("sampling", "patch_adj", dtype, (patches, mo, h, w, positions, n, ny, nx, None, None, i64(0), out),
                elements=patches.size)
