@@ -324,12 +324,15 @@ class Reconstruction(checkpoint.Resumable, divergence.DivergenceWatch, guesses.S
     def switch_loss(self, epoch):
         """At a loss switch, scale the new loss so the object gradient's norm is continuous."""
         old, new = self.loss_name(epoch - 1), self.loss_name(epoch)
-        # every rank evaluates every pattern (in parts when streamed): the same scale on every rank, bit for bit
+        # each rank evaluates the patterns it owns (in parts when streamed) and the object gradients are summed,
+        # as in a step: every rank holds the same sums, so the same scale
         idx, wanted = np.arange(self.ds.n_patterns), frozenset({"object", "probe"})
-        _, g_old = self.evaluate_parts(idx, old, None, wanted, len(idx))
-        _, g_new = self.evaluate_parts(idx, new, None, wanted, len(idx))
-        n_old = float(self.xp.linalg.norm(g_old["object"])) * self.loss_scale
-        n_new = float(self.xp.linalg.norm(g_new["object"]))
+        mine = self.own(idx)
+        norms = []
+        for name in (old, new):
+            grads = self.evaluate_parts(mine, name, None, wanted, len(idx))[1] if len(mine) else None
+            norms.append(float(self.xp.linalg.norm(self.reduce(0.0, grads, mine, wanted)[1]["object"])))
+        n_old, n_new = norms[0] * self.loss_scale, norms[1]
         if n_new > 0 and math.isfinite(n_old / n_new):
             self.loss_scale = n_old / n_new
         self.scaled_for = new

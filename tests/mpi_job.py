@@ -1,7 +1,7 @@
 """A reconstruction run by `mpiexec -n R python tests/mpi_job.py MODE OUT` for tests/test_mpi.py.
 
 MODE: "run" (the whole run), "newton" (the whole run with Gauss-Newton position steps), "pie" (parallel mPIE,
-registering positions), "background" (a background map per pattern), "streamed" (the whole
+registering positions), "background" (a background map per pattern), "switch" (gaussian, then poisson), "streamed" (the whole
 run on the dataset written as OUT.cxi by the test and streamed from it by every rank), "setup" (OUT.cxi
 opened streamed by the ranks together and an engine set up on it: the frame totals, the fitted probe, the
 counts and the loss record, and the frames each rank read while opening), "resume" (stopped
@@ -30,6 +30,9 @@ PIE_REGISTER_EVERY = 16     # registrations within an epoch of 49 patterns: the 
 def pie_config():
     """The "pie" mode: parallel mPIE (a batch of 8 shared by the ranks) with position registration."""
     return job_config(engine="mpie", scan=Group(enabled=False), positions=Group(enabled=True, lr=0.3, start_epoch=1))
+
+
+SWITCH = [(0, "gaussian"), (3, "poisson")]      # the "switch" mode's losses: the scale is set from every pattern
 
 
 def background_config():
@@ -108,6 +111,8 @@ def main(mode, out):
         cfg = job_config(epochs=50, progress=fail)
     elif mode == "background":
         cfg = background_config()
+    elif mode == "switch":
+        cfg = job_config(loss=SWITCH)
     elif mode == "pie":
         from cuptycho import pie
         pie.REGISTER_EVERY = PIE_REGISTER_EVERY

@@ -18,7 +18,7 @@ from cuptycho import Group, create, parallel, reconstruct
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from conftest import EMULATED_GPU  # noqa: E402
-from mpi_job import PIE_REGISTER_EVERY, background_config, job_config, job_dataset, pie_config  # noqa: E402
+from mpi_job import PIE_REGISTER_EVERY, SWITCH, background_config, job_config, job_dataset, pie_config  # noqa: E402
 
 
 def mpiexec():
@@ -58,7 +58,7 @@ def test_one_rank_is_the_plain_run():
 
 
 @needs_mpi
-@pytest.mark.parametrize("mode", ["run", "newton", "pie", "background"])
+@pytest.mark.parametrize("mode", ["run", "newton", "pie", "background", "switch"])
 def test_two_ranks_give_the_one_process_result(tmp_path, mode, monkeypatch):
     """The gradient engine (Adam or Gauss-Newton position steps) and parallel mPIE with position registration."""
     from cuptycho import pie
@@ -70,6 +70,7 @@ def test_two_ranks_give_the_one_process_result(tmp_path, mode, monkeypatch):
     if mode == "pie":      # registrations within epochs, after each of which the ranks hold the same positions
         assert len(two["agreed"]) > job_config().epochs and two["agreed"].all(), two["agreed"]
     config = {"run": job_config, "pie": pie_config, "background": background_config,
+              "switch": lambda: job_config(loss=SWITCH),
               "newton": lambda: job_config(position_step="newton", positions=Group(enabled=True, lr=0.5, start_epoch=2))}
     one = reconstruct(job_dataset(), config[mode]())
     assert int(two["ranks"]) == 2 and int(two["bytes_summed"]) > 0
