@@ -261,16 +261,17 @@ void adam_step_f64(double* param, const double* grad, double* m, double* v, long
  * pie.cu: the regularised update step of the PIE engines (ePIE, rPIE, mPIE)                *
  * ===================================================================================== *
  * param (n,) complex, updated in place; grad (n,) complex; weight (plane,) real, shared by every
- * mode (n is a multiple of plane); weight_max (1,) real, the maximum of weight (a pointer, so
+ * mode (n is a multiple of plane, plane of width, the plane's last axis: 1 for a 1-D
+ * plane); weight_max (1,) real, the maximum of weight (a pointer, so
  * a GPU caller need not copy it to the host). Per element, with d = max((1 - alpha) w + alpha
  * weight_max, rel_floor weight_max), w = weight[i % plane]:
  *   param[i] += (step / d) grad[i]   where d > 0 (elsewhere param is left unchanged).
  * alpha = 1: ePIE's max-normalised step; alpha < 1: rPIE's. */
 void pie_update_f32(cpt_complex64* param, const cpt_complex64* grad, const float* weight, const float* weight_max,
-                    long long n, long long plane, float step, float alpha, float rel_floor);
+                    long long n, long long plane, long long width, float step, float alpha, float rel_floor);
 void pie_update_f64(cpt_complex128* param, const cpt_complex128* grad, const double* weight,
-                    const double* weight_max, long long n, long long plane, double step, double alpha,
-                    double rel_floor);
+                    const double* weight_max, long long n, long long plane, long long width, double step,
+                    double alpha, double rel_floor);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -131,7 +131,7 @@ def test_a_product_launcher_with_a_wrong_scalar_kind_fails(monkeypatch):
             cupy.ones(1, np.float32))
     pie.pie_update(*args, step=1.0, alpha=1.0)                  # the launcher as it is
     monkeypatch.setattr(pie, "launch", wrong)
-    with pytest.raises(LaunchError, match=r"pie_update_f32 argument 6: a 8-byte float .* \.f32"):
+    with pytest.raises(LaunchError, match=r"pie_update_f32 argument 7: a 8-byte float .* \.f32"):
         pie.pie_update(*args, step=1.0, alpha=1.0)
 
 

@@ -42,6 +42,6 @@ def pie_update(param, grad, weight, weight_max, *, step, alpha, rel_floor=1e-8):
         raise ValueError(f"rel_floor must be finite and >= 0, got {rel_floor!r}")
     t = real.type
     launch("pie", "pie_update", dtype,
-           (param, grad, weight, weight_max, i64(param.size), i64(max(weight.size, 1)), t(step), t(alpha),
-            t(rel_floor)), elements=param.size)
+           (param, grad, weight, weight_max, i64(param.size), i64(max(weight.size, 1)),
+            i64(max(weight.shape[-1], 1) if weight.ndim else 1), t(step), t(alpha), t(rel_floor)), elements=param.size)
     return param
