@@ -168,10 +168,13 @@ class PIEReconstruction(Reconstruction):
         denominators and the loss are summed across the ranks, which then take the same update."""
         xp, device = self.xp, self.device
         refine = self._active("positions", epoch)
-        y0, y1, x0, x1 = crop_box(self.batch_positions(idx), self.probe.shape[-2:], self.obj.shape[1:])
+        pos = self.batch_positions(idx)
+        y0, y1, x0, x1 = crop_box(pos, self.probe.shape[-2:], self.obj.shape[1:])
         obj = xp.ascontiguousarray(self.obj[:, y0:y1, x0:x1])
         mine = self.own(idx)
-        local = self.local_positions(mine, epoch, self.batch_positions(mine), (y0, x0))
+        if len(mine) < len(idx):                            # several ranks: this one's part of the batch
+            pos = pos[self.owner[idx] == self.comm.rank]
+        local = self.local_positions(mine, epoch, pos, (y0, x0))
         if len(mine):
             data, mask = self.batch_data(mine)
             value, grads = ops.evaluate(device, obj, self.probe, local, data, mask, loss="gaussian", profile=profile,
